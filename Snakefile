@@ -1,0 +1,33 @@
+# qwen3repro: Qwen3 from its source -> GGUF -> NumPy reference engine -> checks and reports.
+# This file is the table of contents; each stage lives in workflow/rules/<stage>.smk and its logic
+# in the qwen3repro package.
+#
+#   snakemake --cores 2                                    embedded default model, offline
+#   snakemake --cores 2 --configfile config/qwen3-0.6b.yaml   the real Qwen3-0.6B (needs network)
+
+import sys
+
+from qwen3repro.config import validate_config
+from qwen3repro.errors import UserError
+
+
+# The default config only when none is given: --configfile would otherwise be merged into it.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+try:
+    validate_config(config)
+except UserError as e:
+    sys.exit(f"qwen3repro: error: {e}")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+
+
+rule all:
+    input:
+        model_dirs(),
+    default_target: True

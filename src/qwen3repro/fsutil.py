@@ -1,0 +1,61 @@
+"""Writing outputs so that a failure never leaves a half-written file or directory behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+
+def check_writable_target(out: Path, force: bool) -> None:
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: output directory does not exist")
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; remove it or pass --force to replace it")
+
+
+@contextmanager
+def staged_dir(out: Path | str, force: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `out`; it becomes `out` only if the block succeeds."""
+    out = Path(out)
+    check_writable_target(out, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        _default_permissions(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # --force: swap, so that `out` is never missing a moment before it is whole
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+    else:
+        os.rename(tmp, out)
+
+
+def _default_permissions(root: Path) -> None:
+    """mkdtemp (and some writers) create owner-only entries; give the result the umask's modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for path in root.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,57 @@
+"""The Snakemake workflow: lint-clean, a DAG that dry-runs, and a real offline run of the default config."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN
+
+
+def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(repo / "Snakefile"), "-d", str(workdir), "--cores", "2", *args],
+        capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_lint_is_clean(repo):
+    proc = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "qwen3-0.6b.yaml", "qwen3-0.6b-shape.yaml"])
+def test_dry_run_lists_the_dag(repo, tmp_path, config):
+    proc = snakemake(repo, tmp_path, "-n", "--configfile", str(repo / "config" / config))
+    assert proc.returncode == 0, proc.stderr
+    model = {"config.yaml": "qwen3-tiny"}.get(config, config.removesuffix(".yaml"))
+    assert f"results/models/{model}" in proc.stdout
+    assert "get_model" in proc.stdout
+    # --configfile replaces the default config instead of being merged into it
+    assert config == "config.yaml" or "qwen3-tiny" not in proc.stdout
+
+
+def test_bad_config_stops_snakemake_with_one_line(repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  m:\n    source: synthetik\n    preset: qwen3-tiny\n")
+    proc = snakemake(repo, tmp_path, "-n", "--configfile", str(bad))
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert lines == ["qwen3repro: error: config: models.m.source: 'synthetik' is not one of "
+                     "['hub', 'local', 'synthetic']"]
+
+
+def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(repo, tmp_path):
+    proc = snakemake(repo, tmp_path, "--configfile", str(repo / "config" / "config.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = tmp_path / "results" / "models" / "qwen3-tiny"
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["source"] == "synthetic" and "model.safetensors" in manifest["files"]
+    assert (tmp_path / "results" / "logs" / "get_model" / "qwen3-tiny.log").is_file()
+    assert (tmp_path / "results" / "benchmarks" / "get_model" / "qwen3-tiny.tsv").is_file()
+    again = snakemake(repo, tmp_path, "--configfile", str(repo / "config" / "config.yaml"))
+    assert again.returncode == 0 and "Nothing to be done" in again.stderr + again.stdout
