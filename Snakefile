@@ -25,9 +25,11 @@ except UserError as e:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/convert.smk"
 
 
 rule all:
     input:
         model_dirs(),
+        gguf_files(),
     default_target: True

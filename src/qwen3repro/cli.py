@@ -36,6 +36,14 @@ def cmd_get_model(args: argparse.Namespace) -> None:
     print(out)
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .gguf_convert import convert
+
+    manifest = convert(args.model, args.type, args.out, force=args.force, name=args.name, threads=args.threads)
+    print(f"{args.out}: {manifest['file_type']}, {manifest['size'] / 2**20:.1f} MiB, "
+          f"{manifest['bits_per_weight']:.2f} bits per weight, {manifest['seconds']:.1f} s")
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     from .config import load_config
 
@@ -54,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default results/models/<model>); its parent must exist")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_get_model)
+
+    from .quant_plan import FILE_TYPES
+
+    p = sub.add_parser("convert", help="convert a Hugging Face Qwen3 directory to GGUF")
+    p.add_argument("--model", required=True, help="Hugging Face model directory")
+    p.add_argument("--type", required=True, help=f"file type: {', '.join(FILE_TYPES)}")
+    p.add_argument("--out", required=True, help="output .gguf (a manifest .json is written beside it)")
+    p.add_argument("--name", help="general.name in the metadata (default: the directory's name)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--threads", type=int, help="quantization threads (default: all cores)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

@@ -1,12 +1,14 @@
 # Helpers shared by the rules: which models there are and what each needs.
 
 import re
+from pathlib import Path
 
 from qwen3repro.sources import memory_mb
 
 
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
+    type="|".join(map(re.escape, config["convert"]["types"])),
 
 
 def model_dirs():
@@ -19,3 +21,17 @@ def model_spec(wildcards):
 
 def model_mem_mb(wildcards):
     return memory_mb(config["models"][wildcards.model])
+
+
+def gguf_files():
+    return expand(
+        "results/gguf/{model}/{model}-{type}.gguf",
+        model=config["models"],
+        type=config["convert"]["types"],
+    )
+
+
+def convert_mem_mb(wildcards, input):
+    """Tensors are converted one at a time; twice the weights' size bounds the largest in float32."""
+    weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
+    return 1024 + 2 * weights // 2**20
