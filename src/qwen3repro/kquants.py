@@ -40,12 +40,29 @@ def round_clip(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.clip(nearest_int(v), lo, hi).astype(F32)
 
 
-def seqsum(a: np.ndarray) -> np.ndarray:
-    """Sum over axis 0 left to right in float32, as a C loop `s += a[i]` from s = 0 does."""
+def _seqsum_loop(a: np.ndarray) -> np.ndarray:
     s = np.zeros(a.shape[1:], F32)
     for row in a:
         s = s + row
     return s
+
+
+def _reduce_is_sequential() -> bool:
+    """NumPy reduces a C-ordered array's leading axis row after row; check it rather than trust it."""
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((32, 257)) * 10.0 ** rng.integers(-6, 7, (32, 257))).astype(F32)
+    a[:, :4] = [0.0, -0.0, 1e-30, -1e-30]
+    return np.array_equal(np.add.reduce(a, axis=0, initial=F32(0)), _seqsum_loop(a), equal_nan=True) and all(
+        np.signbit(np.add.reduce(a, axis=0, initial=F32(0))[:4]) == np.signbit(_seqsum_loop(a)[:4]))
+
+
+def seqsum(a: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 left to right in float32, as a C loop `s += a[i]` from s = 0 does."""
+    return np.add.reduce(a, axis=0, initial=F32(0))
+
+
+if not _reduce_is_sequential():  # pragma: no cover - a NumPy that reorders reductions
+    seqsum = _seqsum_loop  # noqa: F811
 
 
 def first_absmax(x: np.ndarray) -> np.ndarray:
@@ -323,6 +340,23 @@ QUANTIZERS = {T.Q2_K: quantize_q2_k, T.Q3_K: quantize_q3_k, T.Q4_K: quantize_q4_
               T.Q6_K: quantize_q6_k}
 
 
+def map_chunks(fn, rows: np.ndarray, out: np.ndarray, chunk: int, threads: int | None = None) -> None:
+    """out[i:i+chunk] = fn(rows[i:i+chunk]) over all chunks, on `threads` threads (default: all
+    cores): NumPy releases the GIL inside each array operation, so chunks run in parallel."""
+    def run(start: int) -> None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out[start : start + chunk] = fn(rows[start : start + chunk])
+
+    starts = range(0, rows.shape[0], chunk)
+    threads = threads or os.cpu_count() or 1
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, starts))
+    else:
+        for start in starts:
+            run(start)
+
+
 def quantize(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarray:
     """Quantize a float array whose last dimension is a multiple of 256 to `qtype`'s blocks.
 
@@ -332,18 +366,5 @@ def quantize(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarr
         raise ValueError(f"{qtype.name} needs rows of a multiple of {QK_K} values, got {data.shape[-1]}")
     blocks = np.ascontiguousarray(data, dtype=F32).reshape(-1, QK_K)
     out = np.empty((blocks.shape[0], BLOCK_BYTES[qtype]), np.uint8)
-    quantizer = QUANTIZERS[qtype]
-
-    def run(start: int) -> None:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            out[start : start + CHUNK_BLOCKS] = quantizer(blocks[start : start + CHUNK_BLOCKS])
-
-    starts = range(0, blocks.shape[0], CHUNK_BLOCKS)
-    threads = threads or os.cpu_count() or 1
-    if threads > 1 and len(starts) > 1:  # NumPy releases the GIL inside each array operation
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(run, starts))
-    else:
-        for start in starts:
-            run(start)
+    map_chunks(QUANTIZERS[qtype], blocks, out, CHUNK_BLOCKS, threads)
     return out.reshape(*data.shape[:-1], data.shape[-1] // QK_K * BLOCK_BYTES[qtype])
