@@ -210,6 +210,15 @@ def relative_rms_error(original: np.ndarray, encoded: np.ndarray, qtype: T, thre
     return float(np.sqrt(err2 / norm2)) if norm2 else float(np.sqrt(err2))
 
 
+def prefetched(items, worker: ThreadPoolExecutor):
+    """Iterate `items`, computing the next one on `worker` while the caller handles the current one."""
+    iterator = iter(items)
+    pending = worker.submit(next, iterator, None)
+    while (item := pending.result()) is not None:
+        pending = worker.submit(next, iterator, None)
+        yield item
+
+
 def sha256_and_size(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -242,28 +251,33 @@ def convert(model_dir: Path | str, type_name: str, out: Path | str, force: bool 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     started = time.perf_counter()
     tensors = []
-    try:
-        writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
-        add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
+
+    def encoded_tensors():
+        """Load, encode and measure each tensor in file order. Runs in a thread from the start, so
+        the first tensors are ready while the main thread builds and writes the metadata."""
         for n in order:
-            writer.add_tensor_info(n, shapes[n], np.dtype(np.float32), tensor_nbytes(shapes[n], types[n]),
-                                   raw_dtype=types[n])
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        with ThreadPoolExecutor(1) as reader:  # read tensor i+1 while tensor i is encoded
-            pending = reader.submit(source.load, names[order[0]])
-            for k, n in enumerate(order):
-                data = pending.result()
-                if k + 1 < len(order):
-                    pending = reader.submit(source.load, names[order[k + 1]])
-                encoded = encode(data, types[n], threads)
+            data = source.load(names[n])
+            encoded = encode(data, types[n], threads)
+            error = relative_rms_error(data, encoded, types[n], threads)
+            del data
+            yield n, encoded, error
+
+    try:
+        with ThreadPoolExecutor(1) as worker:
+            produced = prefetched(encoded_tensors(), worker)
+            writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
+            add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
+            for n in order:
+                writer.add_tensor_info(n, shapes[n], np.dtype(np.float32), tensor_nbytes(shapes[n], types[n]),
+                                       raw_dtype=types[n])
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for n, encoded, error in produced:
                 writer.write_tensor_data(encoded)
                 tensors.append({"name": n, "type": types[n].name, "shape": list(shapes[n]),
-                                "bytes": int(encoded.nbytes),
-                                "relative_rms_error": relative_rms_error(data, encoded, types[n], threads)})
+                                "bytes": int(encoded.nbytes), "relative_rms_error": error})
                 log.info("%-28s %-5s %s", n, types[n].name, shapes[n])
-                del data, encoded
         writer.close()
         sha, size = sha256_and_size(tmp)
         n_weights = sum(int(np.prod(s)) for s in shapes.values())

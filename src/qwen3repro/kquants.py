@@ -226,6 +226,12 @@ def _requantize(x, L, d, dm, lo, hi):
     return np.where(d != 0, new, L)
 
 
+def _requantize_symmetric(x, L, dsub, nmax, nb):
+    """Q3_K/Q6_K levels l + nmax, l in -nmax..nmax-1, from the stored scales; L holds the fit's levels
+    (already offset by nmax), kept where d is 0."""
+    return _to_blocks(_requantize(x, L - F32(nmax), dsub, F32(0), -nmax, nmax - 1) + F32(nmax), nb)
+
+
 def _qkx_block(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
     """Shared first half of Q4_K and Q5_K: levels, d, dmin and packed scales per block."""
     nb = blocks.shape[0]
@@ -306,8 +312,7 @@ def quantize_q3_k(blocks: np.ndarray) -> np.ndarray:
     d = fp16_round(np.where(nonzero, F32(1) / iscale, F32(0)))
     sc = (l - 32).astype(F32)  # the 6-bit values read back, as C does, equal l - 32
     dsub = (d.astype(F32)[:, None] * sc).reshape(-1)
-    L = _to_blocks(_requantize(x, L, dsub, F32(0), -4, 3) + np.where(dsub != 0, F32(4), F32(0)), nb)
-    L = L.astype(np.int64)
+    L = _requantize_symmetric(x, L, dsub, 4, nb).astype(np.int64)
     high_bit = (L > 3).reshape(nb, 8, 32)  # element 32*k + m sets bit k of hmask[m]
     hmask = np.bitwise_or.reduce(high_bit.astype(np.uint8) << np.arange(8, dtype=np.uint8)[None, :, None], axis=1)
     L = np.where(L > 3, L - 4, L)
@@ -326,8 +331,7 @@ def quantize_q6_k(blocks: np.ndarray) -> np.ndarray:
         q_scales = np.minimum(nearest_int(iscale[:, None] * scales), 127).astype(np.int8)
     d = fp16_round(F32(1) / iscale)
     dsub = (d.astype(F32)[:, None] * q_scales.astype(F32)).reshape(-1)
-    L = _to_blocks(_requantize(x, L, dsub, F32(0), -32, 31) + np.where(dsub != 0, F32(32), F32(0)), nb)
-    L = L.astype(np.uint8).reshape(nb, 2, 4, 32)
+    L = _requantize_symmetric(x, L, dsub, 32, nb).astype(np.uint8).reshape(nb, 2, 4, 32)
     lo, hi = L & 0xF, L >> 4
     ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)], axis=2).reshape(nb, 128)
     qh = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).reshape(nb, 64)
