@@ -7,7 +7,6 @@ are read, quantized and written one at a time, so memory stays near one tensor, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import logging
@@ -22,7 +21,7 @@ from gguf import GGMLQuantizationType as T
 
 from . import architecture, hf_tokenizer, kquants, quant_plan
 from .errors import UserError
-from .fsutil import check_writable_target
+from .fsutil import check_writable_target, sha256_file
 from .sources import check_model_dir
 
 log = logging.getLogger(__name__)
@@ -219,14 +218,6 @@ def prefetched(items, worker: ThreadPoolExecutor):
         yield item
 
 
-def sha256_and_size(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest(), path.stat().st_size
-
-
 def convert(model_dir: Path | str, type_name: str, out: Path | str, force: bool = False,
             name: str | None = None, threads: int | None = None) -> dict:
     """Write `out` (GGUF) and `out` with suffix .json (manifest); returns the manifest."""
@@ -279,7 +270,7 @@ def convert(model_dir: Path | str, type_name: str, out: Path | str, force: bool 
                                 "bytes": int(encoded.nbytes), "relative_rms_error": error})
                 log.info("%-28s %-5s %s", n, types[n].name, shapes[n])
         writer.close()
-        sha, size = sha256_and_size(tmp)
+        sha, size = sha256_file(tmp), tmp.stat().st_size
         n_weights = sum(int(np.prod(s)) for s in shapes.values())
         tensor_bytes = sum(t["bytes"] for t in tensors)
         manifest = {
