@@ -22,6 +22,7 @@ from gguf import GGMLQuantizationType as T
 from . import architecture, hf_tokenizer, kquants, quant_plan
 from .errors import UserError
 from .fsutil import check_writable_target, sha256_file
+from .gguf_file import tensor_nbytes
 from .sources import check_model_dir
 
 log = logging.getLogger(__name__)
@@ -181,11 +182,6 @@ def encode(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarray
     return out.reshape(*data.shape[:-1], out.shape[-1])
 
 
-def tensor_nbytes(shape: tuple[int, ...], qtype: T) -> int:
-    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    return int(np.prod(shape[:-1])) * shape[-1] // block * type_size
-
-
 def relative_rms_error(original: np.ndarray, encoded: np.ndarray, qtype: T, threads: int | None = None) -> float:
     """||dequantize(encoded) - original|| / ||original||, dequantizing with gguf-py. Each slice of
     about 1M values is a float32 BLAS dot product (relative error ~1e-6, plenty for a metric); the
@@ -240,6 +236,7 @@ def convert(model_dir: Path | str, type_name: str, out: Path | str, force: bool 
     types = {n: plan.choose(n, shapes[n]) for n in order}
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp_manifest = manifest_path.with_name(f".{manifest_path.name}.tmp-{os.getpid()}")
     started = time.perf_counter()
     tensors = []
 
@@ -279,12 +276,11 @@ def convert(model_dir: Path | str, type_name: str, out: Path | str, force: bool 
             "type_counts": {t: sum(1 for x in tensors if x["type"] == t) for t in sorted({x["type"] for x in tensors})},
             "seconds": round(time.perf_counter() - started, 3), "tensors": tensors,
         }
-        tmp_manifest = manifest_path.with_name(f".{manifest_path.name}.tmp-{os.getpid()}")
         tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
         os.replace(tmp, out)
         os.replace(tmp_manifest, manifest_path)
     except BaseException:
-        for p in (tmp, manifest_path.with_name(f".{manifest_path.name}.tmp-{os.getpid()}")):
+        for p in (tmp, tmp_manifest):
             p.unlink(missing_ok=True)
         raise
     return manifest

@@ -28,6 +28,16 @@ SCALARS = {
 }
 
 
+def tensor_nbytes(shape: tuple[int, ...], qtype: GGMLQuantizationType) -> int:
+    """Bytes of a tensor of `shape` (row last, a whole number of blocks) stored as `qtype`; Python
+    integers, so hostile dimensions cannot overflow."""
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    n_rows = 1
+    for d in shape[:-1]:
+        n_rows *= int(d)
+    return n_rows * (int(shape[-1]) // block) * type_size
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
@@ -73,10 +83,9 @@ class GGUFFile:
         for name, shape, qtype, rel in infos:
             if name in self.tensors:
                 raise UserError(f"{self.path}: duplicate tensor {name}")
-            block, type_size = GGML_QUANT_SIZES[qtype]
-            if shape[-1] % block:
+            if shape[-1] % GGML_QUANT_SIZES[qtype][0]:
                 raise UserError(f"{self.path}: tensor {name}: row of {shape[-1]} is not whole {qtype.name} blocks")
-            nbytes = int(np.prod(shape[:-1], dtype=object)) * (shape[-1] // block) * type_size
+            nbytes = tensor_nbytes(shape, qtype)
             start = data_start + rel
             if rel % alignment or start + nbytes > size:
                 raise UserError(f"{self.path}: tensor {name} lies outside the file (truncated?)")
