@@ -1,5 +1,6 @@
 # make run   set up .venv (first time only) and run the pipeline on the embedded default model, offline
 # make test  set up .venv (first time only) and run the test suite
+# make chat  chat with a GGUF model (MODEL=, SYSTEM=, THINKING=on|off, MULTI_TURN=on|off, ARGS=)
 # A second call re-installs nothing: the venv is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.qwen3repro-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test lint dag clean
+.PHONY: setup run test lint dag chat clean
 
 setup: $(STAMP)
 
@@ -38,6 +39,16 @@ lint: $(STAMP)
 
 dag: $(STAMP)
 	@$(BIN)/snakemake -n --configfile $(CONFIG)
+
+# make chat MODEL=x.gguf SYSTEM="You are a pirate." THINKING=on MULTI_TURN=on
+MODEL ?= results/gguf/qwen3-tiny/qwen3-tiny-Q8_0.gguf
+SYSTEM ?= You are a helpful assistant.
+THINKING ?= on
+MULTI_TURN ?= on
+export MODEL SYSTEM THINKING MULTI_TURN
+chat: $(STAMP)
+	@test -f "$$MODEL" || $(MAKE) --no-print-directory run
+	@$(BIN)/qwen3repro chat --model "$$MODEL" --system "$$SYSTEM" --thinking "$$THINKING" --multi-turn "$$MULTI_TURN" $(ARGS)
 
 clean:
 	rm -rf results/models results/logs results/benchmarks .snakemake

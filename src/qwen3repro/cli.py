@@ -51,6 +51,119 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     print(f"{args.config}: valid; models: {', '.join(config['models'])}")
 
 
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}")
+    return value == "on"
+
+
+def _sampling(args: argparse.Namespace, thinking: bool):
+    from .sampler import preset
+
+    name = args.preset or ("thinking" if thinking else "non-thinking")
+    return preset(name, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                  presence_penalty=args.presence_penalty, repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def _generator(args: argparse.Namespace):
+    from .generate import Generator
+    from .threads import limit_threads
+
+    limit_threads(args.threads)
+    return Generator.from_gguf(args.model, n_ctx=args.n_ctx)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from . import chat
+
+    params = _sampling(args, args.thinking)  # checked before the model loads
+    generator = _generator(args)
+    print(f"{args.model}: {generator.model.config.num_hidden_layers} layers, context {generator.model.n_ctx}; "
+          f"thinking {'on' if args.thinking else 'off'}, multi-turn {'on' if args.multi_turn else 'off'}, "
+          f"temperature {params.temperature}, top-p {params.top_p}, top-k {params.top_k}; /exit or Ctrl-D ends",
+          file=sys.stderr)
+    chat.run(generator, params, system=args.system, thinking=args.thinking, multi_turn=args.multi_turn,
+             max_new_tokens=args.max_new_tokens)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import json
+
+    params = _sampling(args, args.thinking if args.chat else False)
+    generator = _generator(args)
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
+        prompt = generator.chat_prompt(messages, thinking=args.thinking)
+    else:
+        prompt = generator.tokenizer.encode(args.prompt)
+
+    def show(_token: int, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    result = generator.generate(prompt, params, max_new_tokens=args.max_new_tokens, on_token=None if args.json else show)
+    if args.json:
+        print(json.dumps({"prompt_ids": prompt, **result.as_dict()}, ensure_ascii=False))
+    else:
+        print()
+        print(result.summary(), file=sys.stderr)
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    import json
+
+    from .gguf_file import GGUFFile
+    from .tokenizer import Tokenizer
+
+    with GGUFFile(args.model) as f:
+        tokenizer = Tokenizer.from_gguf(f)
+        if args.chat:
+            from . import chat_template
+
+            try:
+                messages = json.loads(Path(args.chat).read_text("utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise UserError(f"{args.chat}: not a readable JSON list of messages ({e})") from None
+            template = f.fields.get("tokenizer.chat_template")
+            if not template:
+                raise UserError(f"{args.model}: no tokenizer.chat_template in the metadata")
+            text = chat_template.render(template, chat_template.check_messages(messages, args.chat),
+                                        add_generation_prompt=True, enable_thinking=args.thinking)
+        elif args.file:
+            try:
+                text = Path(args.file).read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"{args.file}: cannot read as UTF-8 text ({e})") from None
+        else:
+            text = args.text
+        ids = tokenizer.encode(text)
+        pieces = [tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
+    if args.json:
+        print(json.dumps({"ids": ids, "pieces": pieces, "n_tokens": len(ids)}, ensure_ascii=False))
+    else:
+        for i, piece in zip(ids, pieces):
+            print(f"{i:>8} -> {piece!r}")
+        print(f"{len(ids)} tokens", file=sys.stderr)
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="GGUF file")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--thinking", type=_on_off, default=True, metavar="on|off", help="Qwen3 thinking mode (default on)")
+    p.add_argument("--preset", choices=["thinking", "non-thinking", "greedy"],
+                   help="sampling preset (default: Qwen3's for the thinking mode); the flags below override it")
+    p.add_argument("--temperature", type=float, help="0 is greedy")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int, help="0 turns it off")
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--presence-penalty", type=float)
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--seed", type=int, help="seed of the sampler (default 0)")
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--n-ctx", type=int, default=4096, help="context (KV cache) length (default 4096)")
+    p.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen3repro", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -74,6 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="quantization threads (default: all cores)")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
+    _add_generation_args(p)
+    p.add_argument("--multi-turn", type=_on_off, default=True, metavar="on|off",
+                   help="keep the conversation (default on); off answers each question on its own")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("generate", help="one completion of a prompt, for scripts")
+    _add_generation_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="render the prompt as a user turn through the chat template")
+    p.add_argument("--json", action="store_true", help="print tokens, text, stop reason and timings as JSON")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("tokenize", help="the token ids and pieces the model sees")
+    p.add_argument("--model", required=True, help="GGUF file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text")
+    source.add_argument("--file", help="a UTF-8 text file")
+    source.add_argument("--chat", help="a JSON list of messages, rendered with the generation prompt")
+    p.add_argument("--thinking", type=_on_off, default=True, metavar="on|off", help="with --chat (default on)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tokenize)
+
     p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_check_config)
@@ -88,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"qwen3repro: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("qwen3repro: interrupted", file=sys.stderr)
         return 130

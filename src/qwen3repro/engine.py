@@ -66,13 +66,15 @@ class Qwen3Config:
 @dataclass
 class Qwen3Layer:
     attn_norm: np.ndarray  # input_layernorm
-    q_proj: np.ndarray  # [num_attention_heads * head_dim, hidden_size]
+    qkv_proj: np.ndarray  # q_proj, k_proj and v_proj stacked: one matrix product per layer
+    q_proj: np.ndarray  # [num_attention_heads * head_dim, hidden_size], rows of qkv_proj
     k_proj: np.ndarray  # [num_key_value_heads * head_dim, hidden_size]
     v_proj: np.ndarray
     o_proj: np.ndarray  # [hidden_size, num_attention_heads * head_dim]
     q_norm: np.ndarray  # [head_dim], applied per head before RoPE
     k_norm: np.ndarray
     ffn_norm: np.ndarray  # post_attention_layernorm
+    gate_up_proj: np.ndarray  # gate_proj and up_proj stacked
     gate_proj: np.ndarray
     up_proj: np.ndarray
     down_proj: np.ndarray
@@ -108,7 +110,12 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 class Qwen3:
-    """A Qwen3 model from a GGUF file, with a preallocated KV cache of `n_ctx` positions."""
+    """A Qwen3 model from a GGUF file, with a preallocated KV cache of `n_ctx` positions.
+
+    `forward_reference` is the textbook forward pass; `forward` is the same computation arranged for
+    speed (stacked projections, RoPE tables computed once, logits of the last position only when
+    that is all a caller needs). Tests hold the two equal.
+    """
 
     SUPPORTED = {T.F32, T.F16, T.BF16, T.Q8_0, T.Q5_1, T.Q5_0, T.Q4_1, T.Q4_0,
                  T.Q6_K, T.Q5_K, T.Q4_K, T.Q3_K, T.Q2_K}
@@ -116,51 +123,94 @@ class Qwen3:
     def __init__(self, path: Path | str, n_ctx: int = 4096):
         self.file = GGUFFile(path)
         self.config = c = Qwen3Config.from_gguf(self.file)
+        if n_ctx < 1:
+            raise UserError(f"n_ctx must be at least 1, not {n_ctx}")
         self.n_ctx = min(n_ctx, c.context_length)
-        self.token_embd = self.weight("token_embd.weight", (c.vocab_size, c.hidden_size))
+        self.token_embd = self.weights(["token_embd.weight"], c.hidden_size)
         self.layers = [self.layer(i) for i in range(c.num_hidden_layers)]
-        self.output_norm = self.weight("output_norm.weight", (c.hidden_size,))
+        self.output_norm = self.weights(["output_norm.weight"])
         tied = "output.weight" not in self.file.tensors
-        self.output = self.token_embd if tied else self.weight("output.weight", (c.vocab_size, c.hidden_size))
+        self.output = self.token_embd if tied else self.weights(["output.weight"], c.hidden_size)
+        if self.output.shape[0] != c.vocab_size:
+            raise UserError(f"{self.file.path}: output.weight has {self.output.shape[0]} rows, expected {c.vocab_size}")
+        # np.zeros maps untouched pages lazily: memory grows with the positions actually used
         kv_shape = (c.num_hidden_layers, self.n_ctx, c.num_key_value_heads, c.head_dim)
         self.k_cache = np.zeros(kv_shape, F32)
         self.v_cache = np.zeros(kv_shape, F32)
+        self.rope_cos, self.rope_sin = rope_cos_sin(np.arange(self.n_ctx), c.head_dim, c.rope_theta)
 
-    def weight(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        info = self.file.tensors.get(name)
-        if info is None:
-            raise UserError(f"{self.file.path}: missing tensor {name}")
-        if info.shape != shape:
-            raise UserError(f"{self.file.path}: tensor {name} has shape {list(info.shape)}, expected {list(shape)}")
-        if info.type not in self.SUPPORTED:
-            raise UserError(f"{self.file.path}: tensor {name} has unsupported type {info.type.name}")
-        raw = self.file.raw(name)
-        if info.type == T.F32:
-            return raw.view(F32).reshape(shape)
-        return gguf.quants.dequantize(raw.reshape(*shape[:-1], -1), info.type).reshape(shape)
+    # ------------------------------------------------------------------ loading
+    def weights(self, names: list[str], row: int | None = None) -> np.ndarray:
+        """The named tensors stacked row-wise as one float32 matrix (a vector for 1-D tensors).
+
+        F32 tensors that lie back to back in the file are one view of the mapping, no copy. Other
+        types are read in slices and dequantized with gguf-py into the result, so the file's pages
+        never join this process's memory next to their float32 copy.
+        """
+        infos = []
+        for name in names:
+            info = self.file.tensors.get(name)
+            if info is None:
+                raise UserError(f"{self.file.path}: missing tensor {name}")
+            if info.type not in self.SUPPORTED:
+                raise UserError(f"{self.file.path}: tensor {name} has unsupported type {info.type.name}")
+            if len(info.shape) != (1 if row is None else 2) or (row is not None and info.shape[1] != row):
+                raise UserError(f"{self.file.path}: tensor {name} has shape {list(info.shape)}")
+            infos.append(info)
+        n_rows = sum(i.shape[0] for i in infos) if row is not None else None
+        shape = (n_rows, row) if row is not None else infos[0].shape
+        contiguous = all(b.offset == a.offset + a.nbytes for a, b in zip(infos, infos[1:]))
+        if all(i.type == T.F32 for i in infos) and contiguous:
+            return np.frombuffer(self.file.mapping, F32, int(np.prod(shape)), infos[0].offset).reshape(shape)
+        out = np.empty(shape, F32)
+        first = 0
+        for info in infos:
+            rows = info.shape[0] if row is not None else 1
+            step = max(1, ((1 << 22) * rows) // info.nbytes)  # about 4 MB of file at a time
+            for r in range(0, rows, step):
+                part = self.file.read_rows(info.name, r, min(rows, r + step))
+                target = out[first + r : first + r + len(part)] if row is not None else out
+                target[...] = part.view(F32) if info.type == T.F32 else gguf.quants.dequantize(part, info.type).reshape(target.shape)
+            first += rows
+        return out
 
     def layer(self, i: int) -> Qwen3Layer:
         c = self.config
         d, q_dim, kv_dim = c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-        w = lambda name, *shape: self.weight(f"blk.{i}.{name}.weight", shape)  # noqa: E731
+        b = f"blk.{i}."
+        qkv = self.weights([b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"], d)
+        gate_up = self.weights([b + "ffn_gate.weight", b + "ffn_up.weight"], d)
+        o_proj = self.weights([b + "attn_output.weight"], q_dim)
+        down = self.weights([b + "ffn_down.weight"], c.intermediate_size)
+        if qkv.shape[0] != q_dim + 2 * kv_dim or gate_up.shape[0] != 2 * c.intermediate_size or o_proj.shape[0] != d or down.shape[0] != d:
+            raise UserError(f"{self.file.path}: block {i} has tensor shapes that do not match the metadata")
+        norms = {n: self.weights([f"{b}{n}.weight"]) for n in ("attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm")}
+        for n, v in norms.items():
+            if v.shape != ((c.head_dim,) if n in ("attn_q_norm", "attn_k_norm") else (d,)):
+                raise UserError(f"{self.file.path}: tensor {b}{n}.weight has shape {list(v.shape)}")
         return Qwen3Layer(
-            attn_norm=w("attn_norm", d), q_proj=w("attn_q", q_dim, d), k_proj=w("attn_k", kv_dim, d),
-            v_proj=w("attn_v", kv_dim, d), o_proj=w("attn_output", d, q_dim), q_norm=w("attn_q_norm", c.head_dim),
-            k_norm=w("attn_k_norm", c.head_dim), ffn_norm=w("ffn_norm", d), gate_proj=w("ffn_gate", c.intermediate_size, d),
-            up_proj=w("ffn_up", c.intermediate_size, d), down_proj=w("ffn_down", d, c.intermediate_size),
+            attn_norm=norms["attn_norm"], qkv_proj=qkv, q_proj=qkv[:q_dim], k_proj=qkv[q_dim : q_dim + kv_dim],
+            v_proj=qkv[q_dim + kv_dim :], o_proj=o_proj, q_norm=norms["attn_q_norm"], k_norm=norms["attn_k_norm"],
+            ffn_norm=norms["ffn_norm"], gate_up_proj=gate_up, gate_proj=gate_up[: c.intermediate_size],
+            up_proj=gate_up[c.intermediate_size :], down_proj=down,
         )
 
-    def forward(self, tokens, start: int = 0) -> np.ndarray:
+    def _check(self, tokens, start: int) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if len(tokens) == 0:
+            raise UserError("forward needs at least one token")
+        if start < 0 or start + len(tokens) > self.n_ctx:
+            raise UserError(f"{start + len(tokens)} tokens do not fit the context of {self.n_ctx}")
+        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
+            raise UserError(f"token ids must be in 0..{self.config.vocab_size - 1}")
+        return tokens
+
+    # ------------------------------------------------------------------ the forward pass
+    def forward_reference(self, tokens, start: int = 0) -> np.ndarray:
         """Logits [len(tokens), vocab] for tokens at positions start.., given the cache holds 0..start-1."""
         c = self.config
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._check(tokens, start)
         n = len(tokens)
-        if n == 0:
-            raise UserError("forward needs at least one token")
-        if start + n > self.n_ctx:
-            raise UserError(f"{start + n} tokens do not fit the context of {self.n_ctx}")
-        if tokens.min() < 0 or tokens.max() >= c.vocab_size:
-            raise UserError(f"token ids must be in 0..{c.vocab_size - 1}")
         end = start + n
         cos, sin = rope_cos_sin(np.arange(start, end), c.head_dim, c.rope_theta)
         # query i (at position start+i) sees keys 0..start+i
@@ -192,3 +242,43 @@ class Qwen3:
             x = x + (silu(h @ layer.gate_proj.T) * (h @ layer.up_proj.T)) @ layer.down_proj.T
         x = rms_norm(x, self.output_norm, c.rms_norm_eps)
         return x @ self.output.T
+
+    def forward(self, tokens, start: int = 0, last_only: bool = False) -> np.ndarray:
+        """forward_reference, faster: one product for q/k/v and one for gate/up, RoPE from tables,
+        and with `last_only` the logits of the last position only ([1, vocab]), which is all that
+        generation needs; the output matrix is a quarter of the prefill work otherwise."""
+        c = self.config
+        tokens = self._check(tokens, start)
+        n, end = len(tokens), start + len(tokens)
+        n_heads, n_kv, hd, eps = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps
+        q_dim, kv_dim, ffn = n_heads * hd, n_kv * hd, c.intermediate_size
+        cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]
+        group = n_heads // n_kv
+        scale = F32(1 / np.sqrt(hd))
+        mask = None
+        if n > 1:
+            mask = np.where(np.arange(end)[None, :] <= np.arange(start, end)[:, None], F32(0), F32(-np.inf))
+
+        x = self.token_embd[tokens]
+        for i, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.attn_norm, eps)
+            qkv = h @ layer.qkv_proj.T
+            q = apply_rope(rms_norm(qkv[:, :q_dim].reshape(n, n_heads, hd), layer.q_norm, eps), cos, sin)
+            self.k_cache[i, start:end] = apply_rope(
+                rms_norm(qkv[:, q_dim : q_dim + kv_dim].reshape(n, n_kv, hd), layer.k_norm, eps), cos, sin)
+            self.v_cache[i, start:end] = qkv[:, q_dim + kv_dim :].reshape(n, n_kv, hd)
+            keys = self.k_cache[i, :end].transpose(1, 2, 0)
+            values = self.v_cache[i, :end].transpose(1, 0, 2)
+            q = q.reshape(n, n_kv, group, hd).transpose(1, 2, 0, 3)
+            scores = q @ keys[:, None]
+            scores *= scale
+            if mask is not None:
+                scores += mask
+            attn = softmax(scores) @ values[:, None]
+            x = x + attn.transpose(2, 0, 1, 3).reshape(n, q_dim) @ layer.o_proj.T
+            h = rms_norm(x, layer.ffn_norm, eps)
+            gate_up = h @ layer.gate_up_proj.T
+            x = x + (silu(gate_up[:, :ffn]) * gate_up[:, ffn:]) @ layer.down_proj.T
+        if last_only:
+            x = x[-1:]
+        return rms_norm(x, self.output_norm, eps) @ self.output.T

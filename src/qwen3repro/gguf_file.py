@@ -9,6 +9,7 @@ one pass and maps tensor data lazily. Types and block sizes come from gguf-py.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,23 @@ class GGUFFile:
         """The tensor's bytes as a read-only uint8 view of the mapped file."""
         info = self.tensors[name]
         return np.frombuffer(self._map, np.uint8, info.nbytes, info.offset)
+
+    @property
+    def mapping(self) -> mmap.mmap:
+        return self._map
+
+    def read_rows(self, name: str, first: int, last: int) -> np.ndarray:
+        """Rows first..last-1 of a tensor, as bytes [rows, bytes per row], read with pread rather
+        than through the mapping, so the pages are not counted in this process's memory."""
+        info = self.tensors[name]
+        n_rows = info.nbytes // (tensor_nbytes(info.shape[-1:], info.type))
+        if not 0 <= first < last <= n_rows:
+            raise ValueError(f"rows {first}..{last} of {name} with {n_rows} rows")
+        row_bytes = info.nbytes // n_rows
+        data = os.pread(self._file.fileno(), (last - first) * row_bytes, info.offset + first * row_bytes)
+        if len(data) != (last - first) * row_bytes:
+            raise UserError(f"{self.path}: file shrank while reading {name}")
+        return np.frombuffer(data, np.uint8).reshape(last - first, row_bytes)
 
     def close(self) -> None:
         try:

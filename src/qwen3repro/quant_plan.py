@@ -121,10 +121,20 @@ class TensorPlan:
         return new
 
 
+# Within a block, tensors in the order the forward pass uses them, so q/k/v and gate/up lie side
+# by side in the file and the engine can map each group as one matrix without a copy.
+BLOCK_ORDER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_q_norm", "attn_k_norm", "attn_output",
+               "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+
+
 def loader_order(names) -> list[str]:
-    """llama.cpp's weight order: tensors outside blocks first, then block by block, by name within each."""
+    """Tensors outside blocks first (by name), then block by block in forward order; llama.cpp's
+    loader finds tensors by name, and llama-quantize counts layers in this order too."""
     def key(name: str):
-        layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
-        return layer, name
+        if not name.startswith("blk."):
+            return -1, 0, name
+        _, layer, kind, *_ = name.split(".")
+        rank = BLOCK_ORDER.index(kind) if kind in BLOCK_ORDER else len(BLOCK_ORDER)
+        return int(layer), rank, name
 
     return sorted(names, key=key)
