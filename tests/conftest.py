@@ -25,6 +25,26 @@ def tiny_model(tmp_path_factory) -> Path:
     return materialize("qwen3-tiny", spec, tmp_path_factory.mktemp("models") / "qwen3-tiny")
 
 
+@pytest.fixture(scope="session")
+def shape_model(tmp_path_factory) -> Path:
+    """Qwen3-0.6B's exact shape with seeded weights (BF16, as the Hub ships it): about 20 s."""
+    from qwen3repro import synthetic
+
+    path = tmp_path_factory.mktemp("qwen3-0.6b-shape")
+    synthetic.build(path, "qwen3-0.6b-shape", seed=0, dtype="bfloat16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_f32(tiny_model, tmp_path_factory) -> Path:
+    """The CI model as an F32 GGUF."""
+    from qwen3repro.gguf_convert import convert
+
+    path = tmp_path_factory.mktemp("gguf") / "qwen3-tiny-F32.gguf"
+    convert(tiny_model, "F32", path, name="qwen3-tiny")
+    return path
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "qwen3repro"), *args], cwd=cwd, capture_output=True, text=True,
