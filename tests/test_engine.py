@@ -245,3 +245,10 @@ def test_loader_fuzz_finds_only_one_line_errors(tmp_path):
             assert "\n" not in str(e)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 100 and outcomes["loaded"] > 0, outcomes
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16])
+def test_float_casts_equal_gguf_py_dequantize(qtype):
+    values = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32) * 10
+    raw = gguf.quants.quantize(values, qtype).view(np.uint8).reshape(8, -1)
+    assert np.array_equal(Qwen3.decode(raw, qtype), gguf.quants.dequantize(raw, qtype))

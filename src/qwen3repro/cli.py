@@ -146,6 +146,38 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         print(f"{len(ids)} tokens", file=sys.stderr)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from . import bench
+    from .fsutil import check_writable_target, write_text_atomic
+
+    if args.json:  # before minutes of measuring, not after
+        check_writable_target(Path(args.json), args.force)
+
+    context = None
+    if args.gguf:
+        from .gguf_file import GGUFFile
+
+        with GGUFFile(args.gguf) as f:
+            context = f.fields.get("qwen3.context_length")
+    engines = {}
+    for engine in args.engines:
+        if engine not in bench.ENGINES:
+            raise UserError(f"unknown engine {engine!r}; engines: {', '.join(bench.ENGINES)}")
+        path = args.hf if engine.startswith("transformers") else args.gguf
+        if path is None:
+            raise UserError(f"engine {engine} needs {'--hf' if engine.startswith('transformers') else '--gguf'}")
+        engines[engine] = path
+    rows = bench.bench(engines, args.n_prompt, args.n_gen, args.repetitions, args.threads, context,
+                       progress=lambda message: print(message, file=sys.stderr))
+    print(bench.table(rows))
+    for line in bench.ratios(rows):
+        print(line)
+    if args.json:
+        write_text_atomic(Path(args.json), json.dumps(bench.as_records(rows), indent=1) + "\n", force=args.force)
+
+
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="GGUF file")
     p.add_argument("--system", help="system prompt")
@@ -209,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thinking", type=_on_off, default=True, metavar="on|off", help="with --chat (default on)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("bench", help="prefill and decode speed of engines side by side, as llama-bench measures")
+    p.add_argument("--gguf", help="GGUF file for the numpy and llama.cpp engines")
+    p.add_argument("--hf", help="Hugging Face directory of the same weights, for transformers")
+    p.add_argument("--engines", nargs="+", default=["numpy", "llama.cpp", "transformers-f32"],
+                   help="numpy, llama.cpp, transformers-f32, transformers-bf16")
+    p.add_argument("-p", "--n-prompt", type=int, nargs="*", default=[128], help="prompt lengths (default 128)")
+    p.add_argument("-n", "--n-gen", type=int, nargs="*", default=[128], help="generated lengths (default 128)")
+    p.add_argument("-r", "--repetitions", type=int, default=3)
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--force", action="store_true", help="replace --json if it exists")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

@@ -138,6 +138,9 @@ class Qwen3:
         self.k_cache = np.zeros(kv_shape, F32)
         self.v_cache = np.zeros(kv_shape, F32)
         self.rope_cos, self.rope_sin = rope_cos_sin(np.arange(self.n_ctx), c.head_dim, c.rope_theta)
+        # q_norm for every query head and k_norm for every key head, so one rms_norm covers both
+        self.qk_norms = [np.concatenate([np.tile(layer.q_norm, (c.num_attention_heads, 1)),
+                                         np.tile(layer.k_norm, (c.num_key_value_heads, 1))]) for layer in self.layers]
 
     # ------------------------------------------------------------------ loading
     def weights(self, names: list[str], row: int | None = None) -> np.ndarray:
@@ -170,9 +173,20 @@ class Qwen3:
             for r in range(0, rows, step):
                 part = self.file.read_rows(info.name, r, min(rows, r + step))
                 target = out[first + r : first + r + len(part)] if row is not None else out
-                target[...] = part.view(F32) if info.type == T.F32 else gguf.quants.dequantize(part, info.type).reshape(target.shape)
+                target[...] = self.decode(part, info.type).reshape(target.shape)
             first += rows
         return out
+
+    @staticmethod
+    def decode(part: np.ndarray, qtype: T) -> np.ndarray:
+        """Rows of raw bytes as float32: the float types by a cast, block quants by gguf-py."""
+        if qtype == T.F32:
+            return part.view(F32)
+        if qtype == T.F16:
+            return part.view(np.float16).astype(F32)
+        if qtype == T.BF16:  # bfloat16 is the top half of a float32
+            return (part.view(np.uint16).astype(np.uint32) << 16).view(F32)
+        return gguf.quants.dequantize(part, qtype)
 
     def layer(self, i: int) -> Qwen3Layer:
         c = self.config
@@ -244,8 +258,9 @@ class Qwen3:
         return x @ self.output.T
 
     def forward(self, tokens, start: int = 0, last_only: bool = False) -> np.ndarray:
-        """forward_reference, faster: one product for q/k/v and one for gate/up, RoPE from tables,
-        and with `last_only` the logits of the last position only ([1, vocab]), which is all that
+        """forward_reference, faster: one product for q/k/v and one for gate/up, q_norm/k_norm and
+        RoPE applied to all query and key heads at once from precomputed tables, in-place SwiGLU,
+        and with `last_only` the logits of the last position only ([1, vocab]), all that
         generation needs; the output matrix is a quarter of the prefill work otherwise."""
         c = self.config
         tokens = self._check(tokens, start)
@@ -263,22 +278,28 @@ class Qwen3:
         for i, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, eps)
             qkv = h @ layer.qkv_proj.T
-            q = apply_rope(rms_norm(qkv[:, :q_dim].reshape(n, n_heads, hd), layer.q_norm, eps), cos, sin)
-            self.k_cache[i, start:end] = apply_rope(
-                rms_norm(qkv[:, q_dim : q_dim + kv_dim].reshape(n, n_kv, hd), layer.k_norm, eps), cos, sin)
+            qk = qkv[:, : q_dim + kv_dim].reshape(n, n_heads + n_kv, hd)
+            qk = apply_rope(rms_norm(qk, self.qk_norms[i], eps), cos, sin)
+            self.k_cache[i, start:end] = qk[:, n_heads:]
             self.v_cache[i, start:end] = qkv[:, q_dim + kv_dim :].reshape(n, n_kv, hd)
             keys = self.k_cache[i, :end].transpose(1, 2, 0)
             values = self.v_cache[i, :end].transpose(1, 0, 2)
-            q = q.reshape(n, n_kv, group, hd).transpose(1, 2, 0, 3)
+            q = qk[:, :n_heads].reshape(n, n_kv, group, hd).transpose(1, 2, 0, 3)
             scores = q @ keys[:, None]
             scores *= scale
             if mask is not None:
                 scores += mask
             attn = softmax(scores) @ values[:, None]
-            x = x + attn.transpose(2, 0, 1, 3).reshape(n, q_dim) @ layer.o_proj.T
+            x += attn.transpose(2, 0, 1, 3).reshape(n, q_dim) @ layer.o_proj.T
             h = rms_norm(x, layer.ffn_norm, eps)
             gate_up = h @ layer.gate_up_proj.T
-            x = x + (silu(gate_up[:, :ffn]) * gate_up[:, ffn:]) @ layer.down_proj.T
+            gate = gate_up[:, :ffn]
+            act = np.negative(gate)  # silu(gate) * up, in one buffer
+            np.exp(act, out=act)
+            act += F32(1)
+            np.divide(gate, act, out=act)
+            act *= gate_up[:, ffn:]
+            x += act @ layer.down_proj.T
         if last_only:
             x = x[-1:]
         return rms_norm(x, self.output_norm, eps) @ self.output.T

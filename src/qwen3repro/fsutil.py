@@ -20,6 +20,20 @@ def check_writable_target(out: Path, force: bool) -> None:
         raise UserError(f"{out} already exists; remove it or pass --force to replace it")
 
 
+def write_text_atomic(out: Path, text: str, force: bool = False) -> None:
+    """Write `text` to a temporary file beside `out`, then rename it over `out`."""
+    check_writable_target(out, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
 def staged_dir(out: Path | str, force: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory beside `out`; it becomes `out` only if the block succeeds."""
