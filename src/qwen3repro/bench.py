@@ -116,6 +116,45 @@ class TransformersEngine:
                 self.model(self.torch.tensor([[token]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
 
 
+def bandwidth_probe(threads: int, n_bytes: int = 1 << 30, repetitions: int = 5) -> float:
+    """This machine's memory bandwidth for decode-shaped work, in bytes per second: the best of
+    several float32 matrix-vector products over a matrix far larger than the caches."""
+    from .threads import limit_threads
+
+    limit_threads(threads)
+    matrix = np.ones((n_bytes // 4 // 4096, 4096), np.float32)
+    vector = np.ones(4096, np.float32)
+    best = float("inf")
+    for _ in range(repetitions + 1):  # the first one warms up
+        t0 = time.perf_counter()
+        matrix @ vector
+        best = min(best, time.perf_counter() - t0)
+    return matrix.nbytes / best
+
+
+def bytes_per_token(path: Path) -> int:
+    """Weight bytes one decode step reads from a GGUF: every tensor once, except an untied
+    model's token embedding, of which it reads one row."""
+    from .gguf_file import GGUFFile
+
+    with GGUFFile(path) as f:
+        total = sum(t.nbytes for t in f.tensors.values())
+        if "output.weight" in f.tensors and "token_embd.weight" in f.tensors:
+            total -= f.tensors["token_embd.weight"].nbytes
+    return total
+
+
+def roofline(rows: list["Row"], bandwidth: float, gguf: Path) -> list[str]:
+    """The decode ceiling of the file at this bandwidth, and each engine's share of it."""
+    ceiling = bandwidth / bytes_per_token(gguf)
+    lines = [f"memory bandwidth (float32 GEMV probe): {bandwidth / 1e9:.1f} GB/s; {gguf.name} reads "
+             f"{bytes_per_token(gguf) / 1e9:.2f} GB per token: decode ceiling {ceiling:.2f} t/s"]
+    for r in rows:
+        if r.n_gen and r.model_filename == gguf.name:
+            lines.append(f"{r.test} {r.engine}: {r.avg_ts:.2f} t/s = {r.avg_ts / ceiling:.0%} of the ceiling")
+    return lines
+
+
 def make_engine(engine: str, path: str, n_ctx: int, threads: int):
     if engine == "numpy":
         return NumpyEngine(path, n_ctx, threads)
@@ -126,6 +165,9 @@ def make_engine(engine: str, path: str, n_ctx: int, threads: int):
 
 def worker(engine: str, path: str, n_ctx: int, threads: int) -> None:
     """Load one engine, then run tests as the driver asks: one JSON line in, one JSON line out."""
+    if engine == "probe":
+        print(json.dumps({"bandwidth": bandwidth_probe(threads)}), flush=True)
+        return
     started = time.perf_counter()
     runner = make_engine(engine, path, n_ctx, threads)
     print(json.dumps({"load_s": time.perf_counter() - started}), flush=True)
@@ -148,7 +190,8 @@ class Worker:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen([sys.executable, "-m", "qwen3repro.bench", engine, str(path), str(n_ctx), str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.load_s = self._reply()["load_s"]
+        self.first_reply = self._reply()
+        self.load_s = self.first_reply.get("load_s", 0.0)
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
@@ -227,6 +270,13 @@ def bench(engines: dict[str, Path | str], n_prompt: list[int], n_gen: list[int],
                             stddev_ts=statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
                             load_s=workers[engine].load_s, peak_rss_bytes=workers[engine].peak_rss_bytes))
     return rows
+
+
+def measure_bandwidth(threads: int) -> float:
+    """bandwidth_probe in a fresh process, as the engines run."""
+    w = Worker("probe", Path("."), 1, threads)
+    w.close()
+    return w.first_reply["bandwidth"]
 
 
 def table(rows: list[Row]) -> str:

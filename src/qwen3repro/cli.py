@@ -174,6 +174,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(bench.table(rows))
     for line in bench.ratios(rows):
         print(line)
+    if args.gguf and any(n for n in args.n_gen):
+        for line in bench.roofline(rows, bench.measure_bandwidth(args.threads), Path(args.gguf)):
+            print(line)
     if args.json:
         write_text_atomic(Path(args.json), json.dumps(bench.as_records(rows), indent=1) + "\n", force=args.force)
 

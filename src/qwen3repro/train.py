@@ -1,0 +1,191 @@
+"""Pretraining a small Qwen3ForCausalLM on the Shakespeare corpus, on the CPU, deterministically.
+
+The office hours' trajectory (random weights -> pretraining -> base model) at a scale a laptop
+runs in minutes: transformers' Qwen3ForCausalLM with the full 151,936-token vocabulary and the
+real tokenizer, next-token cross-entropy, AdamW with linear warm-up and cosine decay. Batches are
+random windows of the training works drawn from a seeded generator; the held-out works are scored
+on fixed windows every `eval_every` steps. The result is a Hugging Face directory like a download.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import architecture, corpus, hf_tokenizer
+from .errors import UserError
+from .synthetic import write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "steps": 600,
+    "max_minutes": None,
+    "batch_size": 8,
+    "seq_len": 128,
+    "learning_rate": 1e-2,
+    "min_lr_ratio": 0.1,
+    "warmup_steps": 30,
+    "weight_decay": 0.01,
+    "eval_every": 50,
+    "eval_windows": 64,
+    "held_out_every": 10,
+    "threads": None,
+}
+
+
+def check_settings(training: dict) -> dict:
+    s = {**DEFAULTS, **(training or {})}
+    if s["steps"] < 1:
+        raise UserError(f"training.steps must be at least 1, not {s['steps']}")
+    if s["max_minutes"] is not None and s["max_minutes"] <= 0:
+        raise UserError(f"training.max_minutes must be positive, not {s['max_minutes']}")
+    for key in ("batch_size", "seq_len", "eval_every", "eval_windows"):
+        if s[key] < 1:
+            raise UserError(f"training.{key} must be at least 1, not {s[key]}")
+    if not 0 <= s["warmup_steps"] < s["steps"] + 1:
+        raise UserError(f"training.warmup_steps must be in 0..steps, not {s['warmup_steps']}")
+    return s
+
+
+def tokenize(texts: dict[str, str], tokenizer_json: Path) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    return np.asarray(tok.encode(corpus.joined(texts), add_special_tokens=False).ids, dtype=np.int64)
+
+
+def learning_rate(step: int, s: dict) -> float:
+    """Linear warm-up to learning_rate, then cosine decay to min_lr_ratio * learning_rate."""
+    if step < s["warmup_steps"]:
+        return s["learning_rate"] * (step + 1) / s["warmup_steps"]
+    progress = (step - s["warmup_steps"]) / max(1, s["steps"] - s["warmup_steps"])
+    floor = s["min_lr_ratio"]
+    return s["learning_rate"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def held_out_windows(tokens: np.ndarray, seq_len: int, n: int) -> np.ndarray:
+    """n non-overlapping windows of seq_len + 1 tokens, evenly spread over the held-out text."""
+    span = seq_len + 1
+    available = len(tokens) // span
+    if available < 1:
+        raise UserError(f"the held-out text has {len(tokens)} tokens, fewer than one window of {span}")
+    picks = np.linspace(0, available - 1, min(n, available)).astype(np.int64)
+    return np.stack([tokens[i * span : (i + 1) * span] for i in picks])
+
+
+def evaluate(model, windows: np.ndarray, batch_size: int) -> float:
+    """Mean next-token cross-entropy (nats) over the windows."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(windows), batch_size):
+            batch = torch.from_numpy(windows[i : i + batch_size])
+            logits = model(batch[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                     reduction="sum")
+            total += float(loss)
+            count += batch[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed: int, training: dict,
+          dtype: str = "float32") -> dict:
+    """Train and write a complete Hugging Face model directory into out_dir; returns the recipe."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    s = check_settings(training)
+    arch = architecture.resolve(preset, architecture_overrides)
+    out_dir = Path(out_dir)
+    hf_tokenizer.write_tokenizer_files(out_dir)
+    train_texts, held_out_texts = corpus.split(s["held_out_every"])
+    train_tokens = tokenize(train_texts, out_dir / "tokenizer.json")
+    held_out_tokens = tokenize(held_out_texts, out_dir / "tokenizer.json")
+    if len(train_tokens) < s["batch_size"] * (s["seq_len"] + 1):
+        raise UserError(f"the training text has {len(train_tokens)} tokens, fewer than one batch of "
+                        f"{s['batch_size']} x {s['seq_len'] + 1}")
+    windows = held_out_windows(held_out_tokens, s["seq_len"], s["eval_windows"])
+
+    if s["threads"]:
+        torch.set_num_threads(s["threads"])
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    config = Qwen3Config(**architecture.config_json(arch, torch_dtype="float32"))
+    model = Qwen3ForCausalLM(config)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=s["learning_rate"], betas=(0.9, 0.95), eps=1e-8)
+    rng = np.random.default_rng(seed)
+    span = s["seq_len"] + 1
+    curve = []
+    started = time.perf_counter()
+    initial = evaluate(model, windows, s["batch_size"])
+    curve.append({"step": 0, "tokens": 0, "learning_rate": 0.0, "train_loss": float("nan"),
+                  "held_out_loss": initial, "seconds": 0.0})
+    log.info("step 0: held-out loss %.3f", initial)
+    steps_done, stop_reason = 0, "steps"
+    for step in range(s["steps"]):
+        if s["max_minutes"] is not None and time.perf_counter() - started > 60 * s["max_minutes"]:
+            stop_reason = "max_minutes"
+            break
+        lr = learning_rate(step, s)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        starts = rng.integers(0, len(train_tokens) - span, s["batch_size"])
+        batch = torch.from_numpy(np.stack([train_tokens[i : i + span] for i in starts]))
+        logits = model(batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        steps_done = step + 1
+        last = steps_done == s["steps"]
+        if steps_done % s["eval_every"] == 0 or last:
+            held_out = evaluate(model, windows, s["batch_size"])
+            curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
+                          "train_loss": float(loss), "held_out_loss": held_out, "seconds": time.perf_counter() - started})
+            log.info("step %d: train loss %.3f, held-out loss %.3f, %.0f s", steps_done, float(loss), held_out,
+                     time.perf_counter() - started)
+    if curve[-1]["step"] != steps_done:  # stopped by the clock between evaluations
+        curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
+                      "train_loss": float(loss), "held_out_loss": evaluate(model, windows, s["batch_size"]),
+                      "seconds": time.perf_counter() - started})
+
+    save(model, arch, out_dir, dtype)
+    with open(out_dir / "training_curve.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(curve[0]))
+        writer.writeheader()
+        writer.writerows(curve)
+    return {"preset": preset, "architecture": arch, "seed": seed, "dtype": dtype, "training": s,
+            "n_parameters": architecture.n_parameters(arch), "steps_done": steps_done, "stop_reason": stop_reason,
+            "train_tokens": int(len(train_tokens)), "held_out_tokens": int(len(held_out_tokens)),
+            "held_out_works": sorted(held_out_texts), "initial_held_out_loss": initial,
+            "final_held_out_loss": curve[-1]["held_out_loss"], "seconds": time.perf_counter() - started}
+
+
+def save(model, arch: dict, out_dir: Path, dtype: str) -> None:
+    """config.json and generation_config.json as the synthetic and Hub models have them, and the
+    weights in safetensors under transformers' names (the tied output matrix stored once)."""
+    import torch
+    from safetensors.torch import save_file
+
+    write_json(out_dir / "config.json", architecture.config_json(arch, torch_dtype=dtype))
+    write_json(out_dir / "generation_config.json", architecture.generation_config_json())
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    names = architecture.tensor_shapes(arch)
+    state = model.state_dict()
+    tensors = {name: state[name].detach().to(torch_dtype).contiguous() for name in names}
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
