@@ -41,7 +41,7 @@ dag: $(STAMP)
 	@$(BIN)/snakemake -n --configfile $(CONFIG)
 
 # make chat MODEL=x.gguf SYSTEM="You are a pirate." THINKING=on MULTI_TURN=on
-MODEL ?= results/gguf/qwen3-tiny/qwen3-tiny-Q8_0.gguf
+MODEL ?= results/gguf/qwen3-shakespeare/qwen3-shakespeare-Q8_0.gguf
 SYSTEM ?= You are a helpful assistant.
 THINKING ?= on
 MULTI_TURN ?= on

@@ -26,10 +26,12 @@ except UserError as e:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/convert.smk"
+include: "workflow/rules/samples.smk"
 
 
 rule all:
     input:
         model_dirs(),
         gguf_files(),
+        samples_files(),
     default_target: True

@@ -4,4 +4,4 @@ from qwen3repro.rulelog import rule_log
 from qwen3repro.sources import materialize
 
 with rule_log(snakemake.log[0]):
-    materialize(snakemake.wildcards.model, snakemake.params.spec, snakemake.output.model_dir)
+    materialize(snakemake.wildcards.model, snakemake.params.spec, snakemake.output.model_dir, threads=snakemake.threads)

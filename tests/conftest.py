@@ -21,7 +21,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from qwen3repro.config import load_config
     from qwen3repro.sources import materialize
 
-    spec = load_config(REPO / "config" / "config.yaml")["models"]["qwen3-tiny"]
+    spec = load_config(REPO / "config" / "qwen3-tiny.yaml")["models"]["qwen3-tiny"]
     return materialize("qwen3-tiny", spec, tmp_path_factory.mktemp("models") / "qwen3-tiny")
 
 
@@ -42,6 +42,17 @@ def tiny_f32(tiny_model, tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("gguf") / "qwen3-tiny-F32.gguf"
     convert(tiny_model, "F32", path, name="qwen3-tiny")
+    return path
+
+
+def quick_training_config(path: Path) -> Path:
+    """The default config with a training budget of seconds instead of minutes."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for spec in config["models"].values():
+        spec["training"].update(steps=4, batch_size=2, seq_len=32, warmup_steps=1, eval_every=2, eval_windows=4)
+    path.write_text(yaml.safe_dump(config))
     return path
 
 

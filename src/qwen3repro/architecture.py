@@ -33,6 +33,19 @@ PRESETS: dict[str, dict] = {
         head_dim=128,
         intermediate_size=768,
     ),
+    # The default model, pretrained on Shakespeare in the pipeline (source: trained). The
+    # 151,936-way output layer is most of the training cost, so the width is small; q_dim and
+    # intermediate_size stay multiples of 256, so o_proj and ffn_down take K-quant blocks (rows
+    # of hidden_size = 64 take llama.cpp's fallback types).
+    "qwen3-shakespeare": dict(
+        QWEN3_0_6B,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=128,
+        intermediate_size=256,
+    ),
 }
 
 ARCHITECTURE_KEYS = tuple(QWEN3_0_6B)

@@ -12,7 +12,7 @@ from . import __version__, architecture, hub, synthetic
 from .errors import UserError
 from .fsutil import sha256_file, staged_dir
 
-SOURCES = ("hub", "local", "synthetic")
+SOURCES = ("hub", "local", "synthetic", "trained")
 log = logging.getLogger(__name__)
 # What a local model directory may contribute; pickled weights (*.bin, *.pt) are never read.
 LOCAL_PATTERNS = (
@@ -67,8 +67,9 @@ def write_manifest(model_dir: Path, name: str, source: str, recipe: dict) -> Non
     (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
 
 
-def materialize(name: str, spec: dict, out: Path | str, force: bool = False) -> Path:
-    """Create the model directory `out` for the config entry models.<name> = spec."""
+def materialize(name: str, spec: dict, out: Path | str, force: bool = False, threads: int | None = None) -> Path:
+    """Create the model directory `out` for the config entry models.<name> = spec; `threads`
+    bounds training's torch threads unless the spec's training sets them."""
     out = Path(out)
     source = spec.get("source")
     if source not in SOURCES:
@@ -82,6 +83,13 @@ def materialize(name: str, spec: dict, out: Path | str, force: bool = False) -> 
         if source == "synthetic":
             recipe = synthetic.build(tmp, spec["preset"], spec.get("architecture"), spec.get("seed", 0),
                                      spec.get("dtype", "bfloat16"))
+        elif source == "trained":
+            from . import train
+
+            training = {**spec.get("training", {})}
+            training["threads"] = training.get("threads") or threads
+            recipe = train.train(tmp, spec["preset"], spec.get("architecture"), spec.get("seed", 0), training,
+                                 spec.get("dtype", "float32"))
         elif source == "hub":
             recipe = hub.download(spec["repo_id"], spec["revision"], tmp, out.with_name(f".{out.name}.download"))
         else:
@@ -96,4 +104,8 @@ def memory_mb(spec: dict) -> int:
     if spec.get("source") == "synthetic":
         n = architecture.n_parameters(architecture.resolve(spec["preset"], spec.get("architecture")))
         return 1024 + 6 * n // 2**20  # the saved weights, at most float32, and serialisation headroom
+    if spec.get("source") == "trained":
+        n = architecture.n_parameters(architecture.resolve(spec["preset"], spec.get("architecture")))
+        # weights, gradients and two AdamW moments in float32, activations, and the logits buffer
+        return 2048 + 24 * n // 2**20
     return 1024

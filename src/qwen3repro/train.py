@@ -79,6 +79,63 @@ def held_out_windows(tokens: np.ndarray, seq_len: int, n: int) -> np.ndarray:
     return np.stack([tokens[i * span : (i + 1) * span] for i in picks])
 
 
+def output_cross_entropy(hidden, weight, targets, chunk: int = 256):
+    """Mean cross-entropy of softmax(hidden @ weight.T) against targets, and its gradients.
+
+    The same value as F.cross_entropy on the full logits, computed chunk by chunk in one reused
+    [vocab, chunk] buffer, with the gradients worked out on the way (softmax minus one-hot): the
+    151,936-way output layer dominates training, and PyTorch's unfused path allocates and sweeps
+    the logits tensor several times over.
+    """
+    import torch
+
+    n = hidden.shape[0]
+    grad_hidden = torch.empty_like(hidden)
+    grad_weight = torch.zeros_like(weight)
+    buffer = hidden.new_empty(weight.shape[0], min(chunk, n))  # logits transposed: reductions run down columns
+    total = 0.0
+    for i in range(0, n, chunk):
+        h, t = hidden[i : i + chunk], targets[i : i + chunk]
+        logits = buffer[:, : len(t)]
+        torch.mm(weight, h.T, out=logits)
+        top = logits.amax(dim=0, keepdim=True)
+        target_logits = logits[t, torch.arange(len(t))]
+        logits.sub_(top).exp_()
+        sums = logits.sum(dim=0, keepdim=True)
+        total += float((sums.log() + top - target_logits).sum())
+        logits.div_(sums)  # softmax
+        logits[t, torch.arange(len(t))] -= 1
+        logits.div_(n)
+        grad_hidden[i : i + chunk] = logits.T @ weight
+        grad_weight.addmm_(logits, h)
+    return total / n, grad_hidden, grad_weight
+
+
+def _fused_loss():
+    import torch
+
+    class OutputCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, hidden, weight, targets):
+            loss, grad_hidden, grad_weight = output_cross_entropy(hidden.detach(), weight.detach(), targets)
+            ctx.save_for_backward(grad_hidden, grad_weight)
+            return hidden.new_tensor(loss)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_hidden, grad_weight = ctx.saved_tensors
+            return grad_hidden * grad_output, grad_weight * grad_output, None
+
+    return OutputCrossEntropy.apply
+
+
+def held_out_set(model_dir: Path, training: dict) -> np.ndarray:
+    """The held-out windows a training run with these settings scores, from a model directory."""
+    s = check_settings(training)
+    _, held_out_texts = corpus.split(s["held_out_every"])
+    return held_out_windows(tokenize(held_out_texts, Path(model_dir) / "tokenizer.json"), s["seq_len"], s["eval_windows"])
+
+
 def evaluate(model, windows: np.ndarray, batch_size: int) -> float:
     """Mean next-token cross-entropy (nats) over the windows."""
     import torch
@@ -88,10 +145,10 @@ def evaluate(model, windows: np.ndarray, batch_size: int) -> float:
     with torch.no_grad():
         for i in range(0, len(windows), batch_size):
             batch = torch.from_numpy(windows[i : i + batch_size])
-            logits = model(batch[:, :-1]).logits
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                                     reduction="sum")
-            total += float(loss)
+            hidden = model.model(batch[:, :-1]).last_hidden_state
+            loss, _, _ = output_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight,
+                                              batch[:, 1:].reshape(-1))
+            total += loss * batch[:, 1:].numel()
             count += batch[:, 1:].numel()
     model.train()
     return total / count
@@ -127,6 +184,7 @@ def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=s["learning_rate"], betas=(0.9, 0.95), eps=1e-8)
+    fused_loss = _fused_loss()
     rng = np.random.default_rng(seed)
     span = s["seq_len"] + 1
     curve = []
@@ -145,8 +203,8 @@ def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed:
             group["lr"] = lr
         starts = rng.integers(0, len(train_tokens) - span, s["batch_size"])
         batch = torch.from_numpy(np.stack([train_tokens[i : i + span] for i in starts]))
-        logits = model(batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        hidden = model.model(batch[:, :-1]).last_hidden_state
+        loss = fused_loss(hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight, batch[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -156,12 +214,12 @@ def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed:
         if steps_done % s["eval_every"] == 0 or last:
             held_out = evaluate(model, windows, s["batch_size"])
             curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
-                          "train_loss": float(loss), "held_out_loss": held_out, "seconds": time.perf_counter() - started})
-            log.info("step %d: train loss %.3f, held-out loss %.3f, %.0f s", steps_done, float(loss), held_out,
+                          "train_loss": float(loss.detach()), "held_out_loss": held_out, "seconds": time.perf_counter() - started})
+            log.info("step %d: train loss %.3f, held-out loss %.3f, %.0f s", steps_done, float(loss.detach()), held_out,
                      time.perf_counter() - started)
     if curve[-1]["step"] != steps_done:  # stopped by the clock between evaluations
         curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
-                      "train_loss": float(loss), "held_out_loss": evaluate(model, windows, s["batch_size"]),
+                      "train_loss": float(loss.detach()), "held_out_loss": evaluate(model, windows, s["batch_size"]),
                       "seconds": time.perf_counter() - started})
 
     save(model, arch, out_dir, dtype)

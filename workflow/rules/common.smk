@@ -19,6 +19,11 @@ def model_spec(wildcards):
     return config["models"][wildcards.model]
 
 
+def model_threads(wildcards):
+    """Training uses every core it is given; building or downloading a model uses one."""
+    return workflow.cores if config["models"][wildcards.model]["source"] == "trained" else 1
+
+
 def model_mem_mb(wildcards):
     return memory_mb(config["models"][wildcards.model])
 
@@ -35,3 +40,12 @@ def convert_mem_mb(wildcards, input):
     """Tensors are converted one at a time; twice the weights' size bounds the largest in float32."""
     weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
     return 1024 + 2 * weights // 2**20
+
+
+def samples_files():
+    return expand("results/samples/{model}.json", model=config["models"])
+
+
+def samples_mem_mb(wildcards, input):
+    """The F32 file is mapped once; an untrained twin of the same size may be built beside it."""
+    return 1024 + 3 * Path(input.gguf).stat().st_size // 2**20

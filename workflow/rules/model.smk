@@ -1,5 +1,6 @@
 # Stage 1: the model as a Hugging Face directory (config, tokenizer, safetensors, manifest.json),
-# downloaded from the Hub at a pinned revision, linked from a local directory, or built here.
+# downloaded from the Hub at a pinned revision, linked from a local directory, built here with
+# random weights, or pretrained here on Shakespeare (with training_curve.csv).
 
 
 rule get_model:
@@ -11,7 +12,7 @@ rule get_model:
         "results/logs/get_model/{model}.log",
     benchmark:
         "results/benchmarks/get_model/{model}.tsv"
-    threads: 1
+    threads: model_threads
     resources:
         mem_mb=model_mem_mb,
     conda:

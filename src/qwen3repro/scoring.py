@@ -1,0 +1,46 @@
+"""Next-token cross-entropy of a model over fixed token windows, by the engine and by transformers.
+
+The same windows, scored two independent ways: the NumPy engine on a GGUF file and transformers'
+Qwen3ForCausalLM (float32, eager attention) on the Hugging Face weights. Each window is scored
+from an empty cache; position i predicts token i + 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+
+
+def engine_cross_entropy(gguf_path: Path | str, windows: np.ndarray) -> float:
+    """Mean cross-entropy in nats per predicted token, the NumPy engine on a GGUF file."""
+    from .engine import Qwen3
+
+    model = Qwen3(gguf_path, n_ctx=windows.shape[1])
+    total = 0.0
+    for window in windows:
+        logp = log_softmax(model.forward(window[:-1]))
+        total -= logp[np.arange(len(window) - 1), window[1:]].sum()
+    return total / (windows.shape[0] * (windows.shape[1] - 1))
+
+
+def transformers_cross_entropy(model_dir: Path | str, windows: np.ndarray) -> float:
+    """The same with transformers' Qwen3ForCausalLM, float32, eager attention."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for window in windows:
+            logits = model(torch.from_numpy(window[None, :-1])).logits[0].numpy()
+            logp = log_softmax(logits)
+            total -= logp[np.arange(len(window) - 1), window[1:]].sum()
+    return total / (windows.shape[0] * (windows.shape[1] - 1))

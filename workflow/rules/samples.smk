@@ -1,0 +1,23 @@
+# Stage 3: continuations of the configured prompts, greedy and sampled, by the NumPy engine on the
+# F32 file; for a model trained here, also by an untrained model of the same architecture.
+
+
+rule samples:
+    input:
+        model_dir="results/models/{model}",
+        gguf="results/gguf/{model}/{model}-F32.gguf",
+    output:
+        "results/samples/{model}.json",
+    params:
+        settings=config["samples"],
+    log:
+        "results/logs/samples/{model}.log",
+    benchmark:
+        "results/benchmarks/samples/{model}.tsv"
+    threads: 2
+    resources:
+        mem_mb=samples_mem_mb,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/samples.py"
