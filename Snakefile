@@ -27,6 +27,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/samples.smk"
+include: "workflow/rules/bench.smk"
 
 
 rule all:
@@ -34,4 +35,5 @@ rule all:
         model_dirs(),
         gguf_files(),
         samples_files(),
+        bench_tables(),
     default_target: True

@@ -46,12 +46,13 @@ def tiny_f32(tiny_model, tmp_path_factory) -> Path:
 
 
 def quick_training_config(path: Path) -> Path:
-    """The default config with a training budget of seconds instead of minutes."""
+    """The default config with a training budget of seconds instead of minutes, and short benchmarks."""
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for spec in config["models"].values():
         spec["training"].update(steps=4, batch_size=2, seq_len=32, warmup_steps=1, eval_every=2, eval_windows=4)
+    config["bench"] = {**config.get("bench", {}), "n_prompt": [16], "n_gen": [8], "repetitions": 2}
     path.write_text(yaml.safe_dump(config))
     return path
 

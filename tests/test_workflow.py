@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import BIN, quick_training_config
@@ -58,6 +59,12 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(repo, tmp_p
     samples = json.loads((tmp_path / "results" / "samples" / "qwen3-shakespeare.json").read_text())
     assert set(samples["samples"]) == {"model", "untrained"} and len(samples["samples"]["model"]) == 4
     assert {s["kind"] for s in samples["samples"]["untrained"]} == {"greedy", "sampled"}
+    bench = pd.read_csv(tmp_path / "results" / "bench" / "qwen3-shakespeare.csv")
+    engines = ["numpy", "llama.cpp", "transformers-f32", "transformers-bf16"]
+    assert sorted(set(bench["engine"])) == sorted(engines) and set(bench["test"]) == {"pp16", "tg8"}
+    assert set(bench["model_type"]) == {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "float32", "bfloat16"}
+    assert len(bench) == (6 * 2 + 2) * 2 and bench["avg_ts"].gt(0).all() and bench["stddev_ts"].ge(0).all()
+    assert bench.loc[bench["n_gen"] > 0, "ceiling_share"].between(0, 2).all()
     assert (tmp_path / "results" / "logs" / "get_model" / "qwen3-shakespeare.log").is_file()
     assert (tmp_path / "results" / "benchmarks" / "get_model" / "qwen3-shakespeare.tsv").is_file()
     again = snakemake(repo, tmp_path, "--configfile", str(config))

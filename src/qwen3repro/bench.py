@@ -37,7 +37,9 @@ class Row:
 
     engine: str
     model_filename: str
+    model_type: str  # the GGUF file type, or the dtype transformers computes in
     model_size: int  # bytes of the file(s) the engine reads
+    bytes_per_token: int  # weight bytes one decode step reads
     n_prompt: int
     n_gen: int
     n_threads: int
@@ -220,6 +222,37 @@ def model_size(path: Path) -> int:
     return path.stat().st_size
 
 
+def describe(engine: str, path: Path) -> tuple[str, int]:
+    """(model_type, bytes_per_token) of what an engine runs."""
+    if engine.startswith("transformers"):
+        dtype = "float32" if engine.endswith("f32") else "bfloat16"
+        config = json.loads((path / "config.json").read_text("utf-8"))
+        stored = {"float32": 4, "bfloat16": 2, "float16": 2}.get(config.get("torch_dtype") or config.get("dtype"), 4)
+        return dtype, model_size(path) * {"float32": 4, "bfloat16": 2}[dtype] // stored
+    from .gguf_file import GGUFFile
+    from .quant_plan import FILE_TYPES
+
+    with GGUFFile(path) as f:
+        file_type = f.fields.get("general.file_type")
+    names = {int(ftype): name for name, (ftype, _) in FILE_TYPES.items()}
+    return names.get(file_type, f"file_type {file_type}"), bytes_per_token(path)
+
+
+def memory_mb(gguf: Path | str) -> int:
+    """Memory for benchmarking a GGUF file: ours holds the weights in float32, llama.cpp maps the file."""
+    from .gguf_file import GGUFFile
+
+    with GGUFFile(gguf) as f:
+        n_weights = sum(int(np.prod(t.shape)) for t in f.tensors.values())
+    return 1024 + (4 * n_weights + Path(gguf).stat().st_size) // 2**20
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def bench(engines: dict[str, Path | str], n_prompt: list[int], n_gen: list[int], repetitions: int = 3,
           threads: int = 2, context_length: int | None = None, progress=None) -> list[Row]:
     """Run every test on every engine (name -> model path), interleaved: each repetition runs
@@ -262,10 +295,12 @@ def bench(engines: dict[str, Path | str], n_prompt: list[int], n_gen: list[int],
     rows = []
     for engine, path in engines.items():
         path = Path(path)
+        model_type, per_token = describe(engine, path)
         for n_p, n_g in tests:
             ns = samples[(engine, n_p, n_g)]
             speeds = [(n_p or n_g) / (t / 1e9) for t in ns]
-            rows.append(Row(engine=engine, model_filename=path.name, model_size=model_size(path), n_prompt=n_p, n_gen=n_g,
+            rows.append(Row(engine=engine, model_filename=path.name, model_type=model_type, model_size=model_size(path),
+                            bytes_per_token=per_token, n_prompt=n_p, n_gen=n_g,
                             n_threads=threads, samples_ns=ns, avg_ts=statistics.mean(speeds),
                             stddev_ts=statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
                             load_s=workers[engine].load_s, peak_rss_bytes=workers[engine].peak_rss_bytes))
@@ -302,7 +337,88 @@ def ratios(rows: list[Row], engine: str = "numpy") -> list[str]:
 
 
 def as_records(rows: list[Row]) -> list[dict]:
-    return [{**asdict(r), "test": r.test} for r in rows]
+    """Rows as dicts, with the test name and, for prompt tests, the time to the first token
+    (the first token is sampled from the prompt's logits)."""
+    records = []
+    for r in rows:
+        record = {**asdict(r), "test": r.test}
+        record["ttft_ms"] = statistics.mean(r.samples_ns) / 1e6 if r.n_prompt else None
+        records.append(record)
+    return records
+
+
+TIMING_FIELDS = ("samples_ns", "avg_ts", "stddev_ts", "load_s", "peak_rss_bytes", "ttft_ms",
+                 "ceiling_ts", "ceiling_share", "bandwidth_gbs")
+
+
+def summary_table(records: list[dict], bandwidth: float):
+    """All rows of a model as one pandas table, with the decode roofline: the ceiling of each
+    row's weights at this machine's bandwidth, and the row's share of it."""
+    import pandas as pd
+
+    table = pd.DataFrame(records)
+    table["bandwidth_gbs"] = bandwidth / 1e9
+    table["ceiling_ts"] = bandwidth / table["bytes_per_token"]
+    table["ceiling_share"] = (table["avg_ts"] / table["ceiling_ts"]).where(table["n_gen"] > 0)
+    table["ceiling_ts"] = table["ceiling_ts"].where(table["n_gen"] > 0)
+    columns = ["engine", "model_type", "model_filename", "test", "n_prompt", "n_gen", "n_threads", "avg_ts", "stddev_ts",
+               "ttft_ms", "load_s", "peak_rss_bytes", "model_size", "bytes_per_token", "ceiling_ts", "ceiling_share",
+               "bandwidth_gbs", "samples_ns"]
+    return table[columns].sort_values(["model_type", "engine", "n_gen", "n_prompt"], kind="stable").reset_index(drop=True)
+
+
+def format_summary(table) -> str:
+    lines = [f"| {'type':<8} | {'engine':<18} | {'test':>6} | {'t/s':>21} | {'roofline':>8} | {'load s':>6} | {'peak RSS':>9} |",
+             f"|{'-' * 10}|{'-' * 20}|{'-' * 8}|{'-' * 23}|{'-' * 10}|{'-' * 8}|{'-' * 11}|"]
+    for r in table.itertuples():
+        share = f"{r.ceiling_share:.0%}" if r.ceiling_share == r.ceiling_share else ""
+        lines.append(f"| {r.model_type:<8} | {r.engine:<18} | {r.test:>6} | {r.avg_ts:>10.2f} ± {r.stddev_ts:<8.2f} | {share:>8} "
+                     f"| {r.load_s:>6.2f} | {r.peak_rss_bytes / 2**30:>5.2f} GiB |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- pipeline stages
+
+def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: int) -> list[dict]:
+    """The GGUF engines of `engines` (numpy, llama.cpp) on one file; llama.cpp's rows are left
+    out, with a log line, when the peers extra is not installed."""
+    import logging
+
+    from .gguf_file import GGUFFile
+
+    chosen = [e for e in engines if e in ("numpy", "llama.cpp")]
+    if "llama.cpp" in chosen and not llama_cpp_available():
+        logging.getLogger(__name__).warning("llama.cpp rows left out: llama-cpp-python (the peers extra) is not installed")
+        chosen.remove("llama.cpp")
+    if not chosen:
+        return []
+    with GGUFFile(gguf) as f:
+        context = f.fields.get("qwen3.context_length")
+    rows = bench({e: gguf for e in chosen}, settings["n_prompt"], settings["n_gen"], settings["repetitions"], threads, context)
+    return as_records(rows)
+
+
+def bench_hf(model_dir: Path | str, engine: str, settings: dict, threads: int) -> list[dict]:
+    config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
+    rows = bench({engine: model_dir}, settings["n_prompt"], settings["n_gen"], settings["repetitions"], threads,
+                 config.get("max_position_embeddings"))
+    return as_records(rows)
+
+
+def write_summary(parts: list[Path | str], bandwidth_json: Path | str, out_csv: Path | str, out_json: Path | str) -> str:
+    """Merge the per-file and per-dtype rows of a model into results/bench/<model>.csv and .json."""
+    from .fsutil import write_text_atomic
+
+    records = []
+    for part in parts:
+        records += json.loads(Path(part).read_text("utf-8"))
+    bandwidth = json.loads(Path(bandwidth_json).read_text("utf-8"))["bandwidth_bytes_per_s"]
+    if not records:
+        raise UserError("no benchmark rows: every engine was left out")
+    table = summary_table(records, bandwidth)
+    write_text_atomic(Path(out_csv), table.drop(columns=["samples_ns"]).to_csv(index=False), force=True)
+    write_text_atomic(Path(out_json), table.to_json(orient="records", indent=1) + "\n", force=True)
+    return format_summary(table)
 
 
 if __name__ == "__main__":  # a worker: engine, model path, n_ctx, threads

@@ -42,6 +42,9 @@ def validate_config(config: dict) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise UserError(f"config: {_where(error)}: {error.message}")
+    missing = [t for t in config["bench"]["types"] if t not in config["convert"]["types"]]
+    if missing:
+        raise UserError(f"config: bench.types: {', '.join(missing)} not in convert.types, so no file to measure")
     return config
 
 

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+from qwen3repro.bench import memory_mb as bench_memory_mb
 from qwen3repro.sources import memory_mb
 
 
@@ -49,3 +50,26 @@ def samples_files():
 def samples_mem_mb(wildcards, input):
     """The F32 file is mapped once; an untrained twin of the same size may be built beside it."""
     return 1024 + 3 * Path(input.gguf).stat().st_size // 2**20
+
+
+def bench_parts(wildcards):
+    settings = config["bench"]
+    gguf_engines = [e for e in settings["engines"] if e in ("numpy", "llama.cpp")]
+    parts = [f"results/bench/{wildcards.model}/{t}.json" for t in settings["types"]] if gguf_engines else []
+    parts += [f"results/bench/{wildcards.model}/{e}.json" for e in settings["engines"] if e.startswith("transformers")]
+    return parts
+
+
+def bench_tables():
+    return expand("results/bench/{model}.csv", model=config["models"])
+
+
+def bench_gguf_mem_mb(wildcards, input):
+    """Evaluated again once the file exists; a dry run sees only a placeholder."""
+    return bench_memory_mb(input.gguf) if Path(input.gguf).exists() else 1024
+
+
+def bench_hf_mem_mb(wildcards, input):
+    """transformers loads the weights and keeps one float32 copy."""
+    weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
+    return 2048 + 3 * weights // 2**20

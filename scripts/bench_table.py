@@ -1,0 +1,9 @@
+"""Rule bench_table: one model's rows in one table (CSV and JSON) with the decode roofline."""
+
+from qwen3repro.bench import write_summary
+from qwen3repro.rulelog import rule_log
+
+with rule_log(snakemake.log[0]) as log:
+    table = write_summary(snakemake.input.parts, snakemake.input.bandwidth, snakemake.output.csv, snakemake.output.json)
+    log.info("\n%s", table)
+    print(f"{snakemake.output.csv}:\n{table}", flush=True)

@@ -1,0 +1,81 @@
+# Stage 4: speed and memory, as llama-bench measures them, per file type (numpy and llama.cpp on
+# the GGUF) and per transformers dtype, then one table per model with the decode roofline.
+# Every job takes all the cores it is given, so measurements never share the machine.
+
+
+rule bandwidth:
+    output:
+        "results/bench/bandwidth.json",
+    log:
+        "results/logs/bandwidth/bandwidth.log",
+    benchmark:
+        "results/benchmarks/bandwidth/bandwidth.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=2048,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/bandwidth.py"
+
+
+rule bench_gguf:
+    input:
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+    output:
+        "results/bench/{model}/{type}.json",
+    params:
+        settings=config["bench"],
+    log:
+        "results/logs/bench_gguf/{model}-{type}.log",
+    benchmark:
+        "results/benchmarks/bench_gguf/{model}-{type}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=bench_gguf_mem_mb,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/bench_gguf.py"
+
+
+rule bench_hf:
+    input:
+        model_dir="results/models/{model}",
+    output:
+        "results/bench/{model}/{engine}.json",
+    params:
+        settings=config["bench"],
+    wildcard_constraints:
+        engine="transformers-f32|transformers-bf16",
+    log:
+        "results/logs/bench_hf/{model}-{engine}.log",
+    benchmark:
+        "results/benchmarks/bench_hf/{model}-{engine}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=bench_hf_mem_mb,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/bench_hf.py"
+
+
+rule bench_table:
+    input:
+        parts=bench_parts,
+        bandwidth="results/bench/bandwidth.json",
+    output:
+        csv="results/bench/{model}.csv",
+        json="results/bench/{model}.json",
+    log:
+        "results/logs/bench_table/{model}.log",
+    benchmark:
+        "results/benchmarks/bench_table/{model}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/bench_table.py"
