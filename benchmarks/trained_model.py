@@ -5,7 +5,7 @@
 Scores the held-out Shakespeare windows of the model's own training recipe with the NumPy engine
 (on an F32 GGUF made here) and with transformers, prints both next to the trainer's figure and
 ln(151936), then prints greedy and sampled continuations of a prompt from the trained model and
-from an untrained model of the same architecture (seeded random weights).
+from its untrained twin (the same architecture, seeded random weights), as the samples stage does.
 """
 
 import argparse
@@ -14,22 +14,10 @@ import math
 import tempfile
 from pathlib import Path
 
-from qwen3repro import synthetic
 from qwen3repro.gguf_convert import convert
-from qwen3repro.generate import Generator
-from qwen3repro.sampler import PRESETS, SamplingParams
+from qwen3repro.samples import DEFAULTS, continuations, untrained_twin
 from qwen3repro.scoring import engine_cross_entropy, transformers_cross_entropy
 from qwen3repro.train import held_out_set
-
-PROMPT = "ROMEO.\nBut soft, what light through yonder window breaks?\n\nJULIET.\n"
-
-
-def continuations(gguf: Path, n: int) -> dict[str, str]:
-    generator = Generator.from_gguf(gguf, n_ctx=512)
-    prompt = generator.tokenizer.encode(PROMPT)
-    sampled = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, seed=0)
-    return {"greedy": generator.generate(prompt, PRESETS["greedy"], max_new_tokens=n).text,
-            "sampled (T 0.8, top-k 40, top-p 0.95, seed 0)": generator.generate(prompt, sampled, max_new_tokens=n).text}
 
 
 def main() -> None:
@@ -53,15 +41,11 @@ def main() -> None:
         print(f"NumPy engine on the F32 GGUF: {ours:.4f} nats (perplexity {math.exp(ours):.1f})")
         print(f"transformers float32 eager:   {theirs:.4f} nats; |difference| {abs(ours - theirs):.2e}")
 
-        untrained = Path(tmp) / "untrained"
-        untrained.mkdir()
-        synthetic.build(untrained, manifest["preset"], manifest["architecture"], seed=0, dtype="float32")
-        untrained_gguf = Path(tmp) / "untrained-F32.gguf"
-        convert(untrained, "F32", untrained_gguf)
-        print(f"\nprompt: {PROMPT!r}")
-        for label, gguf in (("untrained", untrained_gguf), ("trained", trained_gguf)):
-            for kind, text in continuations(gguf, args.tokens).items():
-                print(f"\n--- {label}, {kind}:\n{text}")
+        settings = {**DEFAULTS, "prompts": DEFAULTS["prompts"][:1], "max_new_tokens": args.tokens}
+        print(f"\nprompt: {settings['prompts'][0]!r}")
+        for label, gguf in (("untrained", untrained_twin(manifest, Path(tmp))), ("trained", trained_gguf)):
+            for sample in continuations(gguf, settings):
+                print(f"\n--- {label}, {sample['kind']} {sample['params']}:\n{sample['text']}")
 
 
 if __name__ == "__main__":

@@ -140,17 +140,22 @@ def bytes_per_token(path: Path) -> int:
     from .gguf_file import GGUFFile
 
     with GGUFFile(path) as f:
-        total = sum(t.nbytes for t in f.tensors.values())
-        if "output.weight" in f.tensors and "token_embd.weight" in f.tensors:
-            total -= f.tensors["token_embd.weight"].nbytes
+        return _weight_bytes_per_token(f)
+
+
+def _weight_bytes_per_token(f) -> int:
+    total = sum(t.nbytes for t in f.tensors.values())
+    if "output.weight" in f.tensors and "token_embd.weight" in f.tensors:
+        total -= f.tensors["token_embd.weight"].nbytes
     return total
 
 
 def roofline(rows: list["Row"], bandwidth: float, gguf: Path) -> list[str]:
     """The decode ceiling of the file at this bandwidth, and each engine's share of it."""
-    ceiling = bandwidth / bytes_per_token(gguf)
+    per_token = bytes_per_token(gguf)
+    ceiling = bandwidth / per_token
     lines = [f"memory bandwidth (float32 GEMV probe): {bandwidth / 1e9:.1f} GB/s; {gguf.name} reads "
-             f"{bytes_per_token(gguf) / 1e9:.2f} GB per token: decode ceiling {ceiling:.2f} t/s"]
+             f"{per_token / 1e9:.2f} GB per token: decode ceiling {ceiling:.2f} t/s"]
     for r in rows:
         if r.n_gen and r.model_filename == gguf.name:
             lines.append(f"{r.test} {r.engine}: {r.avg_ts:.2f} t/s = {r.avg_ts / ceiling:.0%} of the ceiling")
@@ -234,8 +239,9 @@ def describe(engine: str, path: Path) -> tuple[str, int]:
 
     with GGUFFile(path) as f:
         file_type = f.fields.get("general.file_type")
+        per_token = _weight_bytes_per_token(f)
     names = {int(ftype): name for name, (ftype, _) in FILE_TYPES.items()}
-    return names.get(file_type, f"file_type {file_type}"), bytes_per_token(path)
+    return names.get(file_type, f"file_type {file_type}"), per_token
 
 
 def memory_mb(gguf: Path | str) -> int:

@@ -41,6 +41,16 @@ def compile_template(source: str) -> jinja2.Template:
         raise UserError(f"chat template: syntax error at line {e.lineno}: {e.message}") from None
 
 
+def special_tokens(fields: dict, tokens: list[str]) -> dict[str, str]:
+    """bos_token, eos_token, pad_token and unk_token as a GGUF names them, for the template."""
+    out = {}
+    for name in ("bos", "eos", "pad", "unk"):
+        i = fields.get(f"tokenizer.ggml.{name}_token_id")
+        if isinstance(i, int) and 0 <= i < len(tokens):
+            out[f"{name}_token"] = tokens[i]
+    return out
+
+
 def check_messages(messages, source: str = "messages") -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise UserError(f"{source}: a conversation is a non-empty list of messages")
@@ -51,11 +61,12 @@ def check_messages(messages, source: str = "messages") -> list[dict]:
 
 
 def render(source: str, messages: list[dict], add_generation_prompt: bool = True, enable_thinking: bool = True,
-           special_tokens: dict[str, str] | None = None) -> str:
-    """The prompt text for `messages`, with the variables transformers passes to the template."""
+           special_tokens: dict[str, str] | None = None, messages_from: str = "messages") -> str:
+    """The prompt text for `messages` (named `messages_from` in errors), with the variables
+    transformers passes to the template."""
     template = compile_template(source)
     try:
-        return template.render(messages=check_messages(messages), tools=None, documents=None,
+        return template.render(messages=check_messages(messages, messages_from), tools=None, documents=None,
                                add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking,
                                **(special_tokens or {}))
     except jinja2.exceptions.SecurityError as e:

@@ -127,8 +127,9 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
             template = f.fields.get("tokenizer.chat_template")
             if not template:
                 raise UserError(f"{args.model}: no tokenizer.chat_template in the metadata")
-            text = chat_template.render(template, chat_template.check_messages(messages, args.chat),
-                                        add_generation_prompt=True, enable_thinking=args.thinking)
+            text = chat_template.render(template, messages, add_generation_prompt=True, enable_thinking=args.thinking,
+                                        special_tokens=chat_template.special_tokens(f.fields, tokenizer.tokens),
+                                        messages_from=args.chat)
         elif args.file:
             try:
                 text = Path(args.file).read_text("utf-8")

@@ -80,17 +80,9 @@ class Generator:
         if not self.template:
             raise UserError(f"{self.model.file.path}: no tokenizer.chat_template in the metadata")
         text = chat_template.render(self.template, messages, add_generation_prompt=add_generation_prompt,
-                                    enable_thinking=thinking, special_tokens=self.special_token_strings())
+                                    enable_thinking=thinking,
+                                    special_tokens=chat_template.special_tokens(self.model.file.fields, self.tokenizer.tokens))
         return self.tokenizer.encode(text)
-
-    def special_token_strings(self) -> dict[str, str]:
-        fields, tokens = self.model.file.fields, self.tokenizer.tokens
-        out = {}
-        for name in ("bos", "eos", "pad", "unk"):
-            i = fields.get(f"tokenizer.ggml.{name}_token_id")
-            if isinstance(i, int) and 0 <= i < len(tokens):
-                out[f"{name}_token"] = tokens[i]
-        return out
 
     # ------------------------------------------------------------------ running
     def prefill(self, prompt: list[int]) -> tuple[np.ndarray, int]:

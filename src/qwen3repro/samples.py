@@ -37,6 +37,15 @@ def continuations(gguf: Path, settings: dict) -> list[dict]:
     return out
 
 
+def untrained_twin(manifest: dict, work_dir: Path) -> Path:
+    """An F32 GGUF in work_dir of a model with the trained model's architecture and seeded random weights."""
+    twin = work_dir / "untrained"
+    twin.mkdir()
+    synthetic.build(twin, manifest["preset"], manifest["architecture"], seed=manifest["seed"], dtype="float32")
+    convert(twin, "F32", work_dir / "untrained.gguf")
+    return work_dir / "untrained.gguf"
+
+
 def write_samples(model_dir: Path | str, gguf: Path | str, out: Path | str, settings: dict | None = None) -> dict:
     """Continuations of the model (its F32 GGUF) and, if it was trained here, of its untrained twin."""
     settings = {**DEFAULTS, **(settings or {})}
@@ -45,10 +54,6 @@ def write_samples(model_dir: Path | str, gguf: Path | str, out: Path | str, sett
               "samples": {"model": continuations(Path(gguf), settings)}}
     if manifest["source"] == "trained":
         with tempfile.TemporaryDirectory() as tmp:
-            twin = Path(tmp) / "untrained"
-            twin.mkdir()
-            synthetic.build(twin, manifest["preset"], manifest["architecture"], seed=manifest["seed"], dtype="float32")
-            convert(twin, "F32", Path(tmp) / "untrained.gguf")
-            result["samples"]["untrained"] = continuations(Path(tmp) / "untrained.gguf", settings)
+            result["samples"]["untrained"] = continuations(untrained_twin(manifest, Path(tmp)), settings)
     write_text_atomic(Path(out), json.dumps(result, indent=1, ensure_ascii=False) + "\n", force=True)
     return result

@@ -11,11 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    top = logits.max(axis=-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+from .perplexity import token_nll
 
 
 def engine_cross_entropy(gguf_path: Path | str, windows: np.ndarray) -> float:
@@ -25,8 +21,7 @@ def engine_cross_entropy(gguf_path: Path | str, windows: np.ndarray) -> float:
     model = Qwen3(gguf_path, n_ctx=windows.shape[1])
     total = 0.0
     for window in windows:
-        logp = log_softmax(model.forward(window[:-1]))
-        total -= logp[np.arange(len(window) - 1), window[1:]].sum()
+        total += token_nll(model.forward(window[:-1]), window[1:]).sum()
     return total / (windows.shape[0] * (windows.shape[1] - 1))
 
 
@@ -41,6 +36,5 @@ def transformers_cross_entropy(model_dir: Path | str, windows: np.ndarray) -> fl
     with torch.no_grad():
         for window in windows:
             logits = model(torch.from_numpy(window[None, :-1])).logits[0].numpy()
-            logp = log_softmax(logits)
-            total -= logp[np.arange(len(window) - 1), window[1:]].sum()
+            total += token_nll(logits, window[1:]).sum()
     return total / (windows.shape[0] * (windows.shape[1] - 1))

@@ -40,6 +40,12 @@ def save_safetensors(weights: Iterable[tuple[str, np.ndarray]], path: Path, dtyp
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
+def write_configs(out_dir: Path, arch: dict, dtype: str) -> None:
+    """config.json and generation_config.json with the Hub's own keys."""
+    write_json(Path(out_dir) / "config.json", architecture.config_json(arch, torch_dtype=dtype))
+    write_json(Path(out_dir) / "generation_config.json", architecture.generation_config_json())
+
+
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", "utf-8")
 
@@ -49,8 +55,7 @@ def build(out_dir: Path, preset: str, architecture_overrides: dict | None = None
     """Write a complete HF model directory into out_dir; returns the recipe for the manifest."""
     arch = architecture.resolve(preset, architecture_overrides)
     out_dir = Path(out_dir)
-    write_json(out_dir / "config.json", architecture.config_json(arch, torch_dtype=dtype))
-    write_json(out_dir / "generation_config.json", architecture.generation_config_json())
+    write_configs(out_dir, arch, dtype)
     hf_tokenizer.write_tokenizer_files(out_dir)
     save_safetensors(random_weights(arch, seed), out_dir / "model.safetensors", dtype)
     return {"preset": preset, "architecture": arch, "seed": seed, "dtype": dtype,

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import architecture, corpus, hf_tokenizer
+from . import architecture, corpus, hf_tokenizer, synthetic
 from .errors import UserError
-from .synthetic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,9 @@ def held_out_windows(tokens: np.ndarray, seq_len: int, n: int) -> np.ndarray:
     return np.stack([tokens[i * span : (i + 1) * span] for i in picks])
 
 
-def output_cross_entropy(hidden, weight, targets, chunk: int = 256):
-    """Mean cross-entropy of softmax(hidden @ weight.T) against targets, and its gradients.
+def output_cross_entropy(hidden, weight, targets, chunk: int = 256, gradients: bool = True):
+    """Mean cross-entropy of softmax(hidden @ weight.T) against targets, and its gradients
+    (None, None when `gradients` is off, as for evaluation).
 
     The same value as F.cross_entropy on the full logits, computed chunk by chunk in one reused
     [vocab, chunk] buffer, with the gradients worked out on the way (softmax minus one-hot): the
@@ -90,8 +90,8 @@ def output_cross_entropy(hidden, weight, targets, chunk: int = 256):
     import torch
 
     n = hidden.shape[0]
-    grad_hidden = torch.empty_like(hidden)
-    grad_weight = torch.zeros_like(weight)
+    grad_hidden = torch.empty_like(hidden) if gradients else None
+    grad_weight = torch.zeros_like(weight) if gradients else None
     buffer = hidden.new_empty(weight.shape[0], min(chunk, n))  # logits transposed: reductions run down columns
     total = 0.0
     for i in range(0, n, chunk):
@@ -103,6 +103,8 @@ def output_cross_entropy(hidden, weight, targets, chunk: int = 256):
         logits.sub_(top).exp_()
         sums = logits.sum(dim=0, keepdim=True)
         total += float((sums.log() + top - target_logits).sum())
+        if not gradients:
+            continue
         logits.div_(sums)  # softmax
         logits[t, torch.arange(len(t))] -= 1
         logits.div_(n)
@@ -147,7 +149,7 @@ def evaluate(model, windows: np.ndarray, batch_size: int) -> float:
             batch = torch.from_numpy(windows[i : i + batch_size])
             hidden = model.model(batch[:, :-1]).last_hidden_state
             loss, _, _ = output_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight,
-                                              batch[:, 1:].reshape(-1))
+                                              batch[:, 1:].reshape(-1), gradients=False)
             total += loss * batch[:, 1:].numel()
             count += batch[:, 1:].numel()
     model.train()
@@ -194,6 +196,14 @@ def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed:
                   "held_out_loss": initial, "seconds": 0.0})
     log.info("step 0: held-out loss %.3f", initial)
     steps_done, stop_reason = 0, "steps"
+
+    def record(lr: float, train_loss: float) -> None:
+        held_out = evaluate(model, windows, s["batch_size"])
+        curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
+                      "train_loss": train_loss, "held_out_loss": held_out, "seconds": time.perf_counter() - started})
+        log.info("step %d: train loss %.3f, held-out loss %.3f, %.0f s", steps_done, train_loss, held_out,
+                 time.perf_counter() - started)
+
     for step in range(s["steps"]):
         if s["max_minutes"] is not None and time.perf_counter() - started > 60 * s["max_minutes"]:
             stop_reason = "max_minutes"
@@ -212,15 +222,9 @@ def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed:
         steps_done = step + 1
         last = steps_done == s["steps"]
         if steps_done % s["eval_every"] == 0 or last:
-            held_out = evaluate(model, windows, s["batch_size"])
-            curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
-                          "train_loss": float(loss.detach()), "held_out_loss": held_out, "seconds": time.perf_counter() - started})
-            log.info("step %d: train loss %.3f, held-out loss %.3f, %.0f s", steps_done, float(loss.detach()), held_out,
-                     time.perf_counter() - started)
+            record(lr, float(loss.detach()))
     if curve[-1]["step"] != steps_done:  # stopped by the clock between evaluations
-        curve.append({"step": steps_done, "tokens": steps_done * s["batch_size"] * s["seq_len"], "learning_rate": lr,
-                      "train_loss": float(loss.detach()), "held_out_loss": evaluate(model, windows, s["batch_size"]),
-                      "seconds": time.perf_counter() - started})
+        record(lr, float(loss.detach()))
 
     save(model, arch, out_dir, dtype)
     with open(out_dir / "training_curve.csv", "w", newline="", encoding="utf-8") as f:
@@ -235,15 +239,9 @@ def train(out_dir: Path, preset: str, architecture_overrides: dict | None, seed:
 
 
 def save(model, arch: dict, out_dir: Path, dtype: str) -> None:
-    """config.json and generation_config.json as the synthetic and Hub models have them, and the
-    weights in safetensors under transformers' names (the tied output matrix stored once)."""
-    import torch
-    from safetensors.torch import save_file
-
-    write_json(out_dir / "config.json", architecture.config_json(arch, torch_dtype=dtype))
-    write_json(out_dir / "generation_config.json", architecture.generation_config_json())
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    names = architecture.tensor_shapes(arch)
+    """config.json, generation_config.json and safetensors as the synthetic models have them (the
+    tied output matrix stored once, under transformers' names)."""
+    synthetic.write_configs(out_dir, arch, dtype)
     state = model.state_dict()
-    tensors = {name: state[name].detach().to(torch_dtype).contiguous() for name in names}
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    synthetic.save_safetensors(((name, state[name].detach().numpy()) for name in architecture.tensor_shapes(arch)),
+                               out_dir / "model.safetensors", dtype)
