@@ -1,5 +1,5 @@
 # make run   set up .venv (first time only) and run the pipeline on the embedded default model, offline
-# make test  set up .venv (first time only) and run the test suite
+# make test  set up .venv (first time only), headless Chromium (Debian packages, as root), and run the test suite
 # make chat  chat with a GGUF model (MODEL=, SYSTEM=, THINKING=on|off, MULTI_TURN=on|off, ARGS=)
 # A second call re-installs nothing: the venv is rebuilt only when pyproject.toml changes.
 
@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.qwen3repro-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test lint dag chat clean
+.PHONY: setup run test browser lint dag chat clean
 
 setup: $(STAMP)
 
@@ -30,9 +30,18 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	@$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --quiet rules
+	@echo "report: $(CURDIR)/results/report/index.html (summary: results/report/summary.md)"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@$(BIN)/python -m pytest -q
+
+# Headless Chromium for the report's browser test, from Debian's packages where apt-get can run
+# as root; elsewhere that one test is skipped with a message saying so.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null && echo "installing chromium and chromium-driver (Debian)" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	echo "note: headless Chromium is not installed and cannot be here; the report's browser test will be skipped"
 
 lint: $(STAMP)
 	@$(BIN)/snakemake --lint

@@ -28,6 +28,9 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/bench.smk"
+include: "workflow/rules/accuracy.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -36,4 +39,7 @@ rule all:
         gguf_files(),
         samples_files(),
         bench_tables(),
+        accuracy_tables(),
+        sweep_files(),
+        "results/report/index.html",
     default_target: True

@@ -46,15 +46,36 @@ def tiny_f32(tiny_model, tmp_path_factory) -> Path:
 
 
 def quick_training_config(path: Path) -> Path:
-    """The default config with a training budget of seconds instead of minutes, and short benchmarks."""
+    """The default config with a training budget of seconds instead of minutes, and short benchmarks,
+    perplexity runs and sweeps; the accuracy gate is the config's own."""
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for spec in config["models"].values():
         spec["training"].update(steps=4, batch_size=2, seq_len=32, warmup_steps=1, eval_every=2, eval_windows=4)
     config["bench"] = {**config.get("bench", {}), "n_prompt": [16], "n_gen": [8], "repetitions": 2}
+    config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2}
+    config["sweep"] = {**config.get("sweep", {}), "seeds": [0], "max_new_tokens": 8}
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "QWEN3REPRO_QUIET": "1"},
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The default config run once, offline, as `make run` runs it (but for a 4-step training
+    budget and short benchmarks, perplexity runs and sweeps), then run again."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    config = quick_training_config(workdir / "config.yaml")
+    first = run_snakemake(workdir, "--configfile", str(config))
+    again = run_snakemake(workdir, "--configfile", str(config)) if first.returncode == 0 else None
+    return workdir, config, first, again
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -47,6 +47,7 @@ def test_fast_forward_equals_the_readable_one(tiny_f32):
     fast = Qwen3(tiny_f32, n_ctx=256)
     assert np.abs(fast.forward(tokens[:150]) - plain[:150]).max() <= 1e-5
     assert np.abs(fast.forward(tokens[150:], start=150, last_only=True) - plain[-1:]).max() <= 1e-5
+    assert np.abs(fast.forward(tokens, logits_from=120) - plain[120:]).max() <= 1e-5
 
 
 @pytest.mark.slow

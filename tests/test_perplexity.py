@@ -1,5 +1,6 @@
 """Perplexity as llama-perplexity computes it: second halves of n_ctx chunks, its error estimate, llama.cpp's value."""
 
+import json
 import math
 
 import numpy as np
@@ -63,3 +64,62 @@ def test_f32_perplexity_equals_llama_cpps_on_the_same_chunks(tiny_f32):
     theirs = perplexity(llama_cpp_logits(peers.load(tiny_f32, n_ctx=128)), tokens, n_ctx=128)
     assert ours.count == theirs.count == 3 * 63
     assert abs(ours.ppl / theirs.ppl - 1) < 1e-3
+
+
+def long_text():
+    from qwen3repro import corpus
+
+    _, held_out = corpus.split()
+    return next(iter(held_out.values()))[:30_000]
+
+
+def test_kld_of_f32_against_itself_is_zero_with_the_same_top_token_everywhere(tiny_f32):
+    from qwen3repro.perplexity import perplexity_and_kld
+
+    result = perplexity_and_kld(tiny_f32, tiny_f32, long_text(), n_ctx=64, max_chunks=3)
+    k, p = result["kld"], result["perplexity"]
+    assert p["n_chunks"] == 3 and k["count"] == p["n_scored_tokens"] == 3 * (64 - 1 - 32)
+    assert k["kld_mean"] == 0.0 and k["kld_max"] == 0.0 and k["same_top_p"] == 1.0 and k["rms_dp"] == 0.0
+    assert k["ppl"] == pytest.approx(p["ppl"]) and k["ppl_ratio"] == 1.0
+
+
+def test_a_quantized_file_has_positive_kld_and_its_own_perplexity(tiny_model, tiny_f32, tmp_path):
+    from qwen3repro.gguf_convert import convert
+    from qwen3repro.perplexity import perplexity_and_kld
+
+    q4 = tmp_path / "q4.gguf"
+    convert(tiny_model, "Q4_0", q4, name="qwen3-tiny")
+    result = perplexity_and_kld(q4, tiny_f32, long_text(), n_ctx=64, max_chunks=3)
+    k = result["kld"]
+    assert 0 < k["kld_min"] <= k["kld_median"] <= k["kld_p99"] <= k["kld_max"]
+    assert k["ppl"] == pytest.approx(result["perplexity"]["ppl"])  # the same NLLs feed both
+    assert k["ppl_base"] != k["ppl"]
+
+
+def test_missing_base_file_and_short_corpus_are_one_line_errors(tiny_f32, tmp_path):
+    from qwen3repro.perplexity import perplexity_and_kld
+
+    with pytest.raises(UserError, match="none.gguf: cannot open"):
+        perplexity_and_kld(tiny_f32, tmp_path / "none.gguf", long_text(), n_ctx=64)
+    with pytest.raises(UserError, match="perplexity with a context of 512 needs at least 1024"):
+        perplexity_and_kld(tiny_f32, tiny_f32, "To be, or not to be.", n_ctx=512)
+
+
+def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_input(tiny_f32, tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    text = tmp_path / "text.txt"
+    text.write_text(long_text())
+    proc = run_cli("perplexity", "--model", str(tiny_f32), "--base", str(tiny_f32), "-f", str(text), "-c", "64",
+                   "--chunks", "2", "--json", str(tmp_path / "out.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Final estimate: PPL = " in proc.stdout and "Mean    KLD:   0.000000" in proc.stdout
+    assert json.loads((tmp_path / "out.json").read_text())["perplexity"]["n_chunks"] == 2
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be.")
+    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "-f", str(short)),
+                          "needs at least 1024")
+    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "--base", str(tmp_path / "F32.gguf"),
+                                  "-f", str(text)), "F32.gguf: cannot open")
+    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "-f", str(tmp_path / "none.txt")),
+                          "none.txt: no such text file")

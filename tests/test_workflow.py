@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import BIN, quick_training_config
+from conftest import BIN, run_snakemake
 
 
 def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -46,10 +46,9 @@ def test_bad_config_stops_snakemake_with_one_line(repo, tmp_path):
                      "['hub', 'local', 'synthetic', 'trained']"]
 
 
-def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(repo, tmp_path):
+def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_run):
     """The default config as it is, but for a training budget of 4 steps."""
-    config = quick_training_config(tmp_path / "config.yaml")
-    proc = snakemake(repo, tmp_path, "--configfile", str(config))
+    tmp_path, _, proc, again = pipeline_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = tmp_path / "results" / "models" / "qwen3-shakespeare"
     manifest = json.loads((model / "manifest.json").read_text())
@@ -67,5 +66,45 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(repo, tmp_p
     assert bench.loc[bench["n_gen"] > 0, "ceiling_share"].between(0, 2).all()
     assert (tmp_path / "results" / "logs" / "get_model" / "qwen3-shakespeare.log").is_file()
     assert (tmp_path / "results" / "benchmarks" / "get_model" / "qwen3-shakespeare.tsv").is_file()
-    again = snakemake(repo, tmp_path, "--configfile", str(config))
     assert again.returncode == 0 and "Nothing to be done" in again.stderr + again.stdout
+
+
+def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld(pipeline_run):
+    tmp_path = pipeline_run[0]
+    check = pd.read_csv(tmp_path / "results" / "check" / "qwen3-shakespeare.csv")
+    ppl = pd.read_csv(tmp_path / "results" / "perplexity" / "qwen3-shakespeare.csv")
+    assert len(check) == len(ppl) == 17
+    f32 = check[check["type"] == "F32"].iloc[0]
+    assert f32["max_abs_dlogit"] <= 1e-4 and f32["top1_agreement"] == 1.0 and f32["greedy_match"] == 64
+    base = ppl[ppl["type"] == "F32"].iloc[0]
+    assert base["kld_mean"] == 0.0 and base["same_top_p"] == 1.0 and base["n_chunks"] == 2
+    assert (ppl.loc[ppl["type"] != "F32", "kld_mean"] > 0).all()
+    assert ppl["ppl"].gt(1).all() and ppl["ppl_error"].gt(0).all()
+
+
+def test_default_pipeline_sweeps_and_reports(pipeline_run):
+    tmp_path = pipeline_run[0]
+    sweep = pd.read_parquet(tmp_path / "results" / "sweep" / "qwen3-shakespeare" / "F32.parquet")
+    assert {"distinct_2", "mean_entropy", "think_tokens", "ttft_full_prefill_s"} <= set(sweep.columns)
+    assert (sweep.loc[~sweep["thinking"], "think_tokens"] == 0).all()
+    page = (tmp_path / "results" / "report" / "index.html").read_text()
+    assert "qwen3-shakespeare" in page and page.count("data:image/png;base64,") >= 6
+    assert "| type |" in (tmp_path / "results" / "report" / "summary.md").read_text()
+
+
+def test_check_gate_runs_on_qwen3_tiny_and_fails_the_run_when_a_file_drifts(repo, tmp_path):
+    from test_check import corrupt
+
+    config = str(repo / "config" / "qwen3-tiny.yaml")
+    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "check" / "qwen3-tiny.csv")
+    assert len(table) == 17 and table.loc[table["type"] == "F32", "max_abs_dlogit"].iloc[0] <= 1e-4
+    gguf = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-F32.gguf"
+    corrupt(gguf, gguf.with_suffix(".tmp"))  # one tensor 1% off: loads fine, computes wrong
+    gguf.with_suffix(".tmp").replace(gguf)  # newer than its check result, so the check runs again
+    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("qwen3repro: error:")]
+    assert len(errors) == 1 and errors[0].startswith("qwen3repro: error: qwen3-tiny F32: accuracy check failed: max_abs_dlogit")
+    assert not (tmp_path / "results" / "check" / "qwen3-tiny" / "F32.json").exists()

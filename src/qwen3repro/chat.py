@@ -33,7 +33,8 @@ def run(generator: Generator, params: SamplingParams, system: str | None = None,
             out.write(piece)
             out.flush()
 
-        result = generator.generate(prompt, params, max_new_tokens=max_new_tokens, on_token=show)
+        result = generator.generate(prompt, params, max_new_tokens=max_new_tokens, on_token=show,
+                                    banned=generator.thinking_ban(thinking))
         out.write("\n")
         out.flush()
         print(result.summary(), file=err)

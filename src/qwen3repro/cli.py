@@ -101,7 +101,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    result = generator.generate(prompt, params, max_new_tokens=args.max_new_tokens, on_token=None if args.json else show)
+    result = generator.generate(prompt, params, max_new_tokens=args.max_new_tokens, on_token=None if args.json else show,
+                                banned=generator.thinking_ban(args.thinking or not args.chat))
     if args.json:
         print(json.dumps({"prompt_ids": prompt, **result.as_dict()}, ensure_ascii=False))
     else:
@@ -182,6 +183,29 @@ def cmd_bench(args: argparse.Namespace) -> None:
         write_text_atomic(Path(args.json), json.dumps(bench.as_records(rows), indent=1) + "\n", force=args.force)
 
 
+def cmd_perplexity(args: argparse.Namespace) -> None:
+    from .divergence import report
+    from .fsutil import check_writable_target, write_json_atomic
+    from .perplexity import perplexity_and_kld
+
+    if args.json:
+        check_writable_target(Path(args.json), args.force)
+    try:
+        text = Path(args.file).read_text("utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{args.file}: no such text file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    result = perplexity_and_kld(args.model, args.base or args.model, text, args.ctx_size, args.chunks)
+    p = result["perplexity"]
+    print(f"{result['n_tokens']} tokens, {p['n_chunks']} chunks of {p['n_ctx']}, {p['n_scored_tokens']} scored")
+    print(f"Final estimate: PPL = {p['ppl']:.4f} +/- {p['ppl_error']:.5f}")
+    if args.base:
+        print(report(result["kld"]))
+    if args.json:
+        write_json_atomic(Path(args.json), result, force=args.force)
+
+
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="GGUF file")
     p.add_argument("--system", help="system prompt")
@@ -258,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("perplexity", help="perplexity of a text as llama-perplexity computes it, and KL-divergence against a base file")
+    p.add_argument("--model", required=True, help="GGUF file")
+    p.add_argument("-f", "--file", required=True, help="UTF-8 text file, e.g. wikitext-2-raw's wiki.test.raw")
+    p.add_argument("--base", help="GGUF file to compare against (usually the F32 one): adds the KL-divergence statistics")
+    p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length (default 512)")
+    p.add_argument("--chunks", type=int, help="score at most this many chunks (default: all)")
+    p.add_argument("--json", help="also write everything here")
+    p.add_argument("--force", action="store_true", help="replace --json if it exists")
+    p.set_defaults(func=cmd_perplexity)
 
     p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

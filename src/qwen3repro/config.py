@@ -45,6 +45,22 @@ def validate_config(config: dict) -> dict:
     missing = [t for t in config["bench"]["types"] if t not in config["convert"]["types"]]
     if missing:
         raise UserError(f"config: bench.types: {', '.join(missing)} not in convert.types, so no file to measure")
+    missing = [t for t in config["sweep"]["types"] if t not in config["convert"]["types"]]
+    if missing:
+        raise UserError(f"config: sweep.types: {', '.join(missing)} not in convert.types, so no file to sweep")
+    from .sweep import check_settings
+
+    try:
+        check_settings(config["sweep"])
+    except UserError as e:
+        raise UserError(f"config: {e}") from None
+    corpus = config["perplexity"]["corpus"]
+    if corpus["source"] == "shakespeare":
+        for name, spec in config["models"].items():
+            every = spec.get("training", {}).get("held_out_every", 10)
+            if spec["source"] == "trained" and every != corpus["held_out_every"]:
+                raise UserError(f"config: perplexity.corpus.held_out_every is {corpus['held_out_every']} but model {name} "
+                                f"holds out every {every}th work: it would be scored on text it was trained on")
     return config
 
 

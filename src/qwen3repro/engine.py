@@ -257,11 +257,12 @@ class Qwen3:
         x = rms_norm(x, self.output_norm, c.rms_norm_eps)
         return x @ self.output.T
 
-    def forward(self, tokens, start: int = 0, last_only: bool = False) -> np.ndarray:
+    def forward(self, tokens, start: int = 0, last_only: bool = False, logits_from: int = 0) -> np.ndarray:
         """forward_reference, faster: one product for q/k/v and one for gate/up, q_norm/k_norm and
         RoPE applied to all query and key heads at once from precomputed tables, in-place SwiGLU,
         and with `last_only` the logits of the last position only ([1, vocab]), all that
-        generation needs; the output matrix is a quarter of the prefill work otherwise."""
+        generation needs; the output matrix is a quarter of the prefill work otherwise. With
+        `logits_from` the logits of positions logits_from.. only (perplexity scores the second half)."""
         c = self.config
         tokens = self._check(tokens, start)
         n, end = len(tokens), start + len(tokens)
@@ -300,6 +301,5 @@ class Qwen3:
             np.divide(gate, act, out=act)
             act *= gate_up[:, ffn:]
             x += act @ layer.down_proj.T
-        if last_only:
-            x = x[-1:]
+        x = x[-1:] if last_only else x[logits_from:]
         return rms_norm(x, self.output_norm, eps) @ self.output.T

@@ -73,3 +73,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_json_atomic(out: Path | str, data, force: bool = True) -> None:
+    import json
+
+    write_text_atomic(Path(out), json.dumps(data, indent=2, ensure_ascii=False) + "\n", force=force)
+
+
+def write_csv_atomic(out: Path | str, frame, force: bool = True) -> None:
+    """A pandas DataFrame as CSV, without its index."""
+    write_text_atomic(Path(out), frame.to_csv(index=False), force=force)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from . import chat_template
 from .engine import Qwen3
 from .errors import UserError
-from .sampler import Sampler, SamplingParams
+from .sampler import Observer, Sampler, SamplingParams
 from .tokenizer import Tokenizer
 
 PREFILL_CHUNK = 512  # attention scores of a chunk are [heads, chunk, context]: this bounds their memory
@@ -84,6 +84,11 @@ class Generator:
                                     special_tokens=chat_template.special_tokens(self.model.file.fields, self.tokenizer.tokens))
         return self.tokenizer.encode(text)
 
+    def thinking_ban(self, thinking: bool) -> list[int]:
+        """Thinking off: the template closes an empty think block, and <think> may not reopen it."""
+        think = self.tokenizer.vocab.get("<think>")
+        return [] if thinking or think is None else [think]
+
     # ------------------------------------------------------------------ running
     def prefill(self, prompt: list[int]) -> tuple[np.ndarray, int]:
         """Logits after the prompt, computing only what the cache does not already hold; returns
@@ -106,10 +111,13 @@ class Generator:
         return logits, reused
 
     def generate(self, prompt: list[int], params: SamplingParams, max_new_tokens: int = 256,
-                 on_token: Callable[[int, str], None] | None = None) -> Result:
+                 on_token: Callable[[int, str], None] | None = None, observe: Observer | None = None,
+                 banned: Iterable[int] = ()) -> Result:
+        """Sample up to max_new_tokens after the prompt. `observe` sees every step's distribution
+        (see Sampler); `banned` token ids get no probability at all."""
         if max_new_tokens < 1:
             raise UserError(f"max new tokens must be at least 1, not {max_new_tokens}")
-        sampler = Sampler(params)
+        sampler = Sampler(params, observe=observe, banned=banned)
         stream = self.tokenizer.stream(skip_control=True)
         started = time.perf_counter()
         logits, reused = self.prefill(list(prompt))

@@ -10,13 +10,21 @@ PPL * sqrt((mean(NLL^2) - mean(NLL)^2) / (count - 1)).
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
+from .divergence import Divergence, compare, report
 from .errors import UserError
+from .fsutil import write_csv_atomic, write_json_atomic
+from .progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -27,14 +35,16 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return log_z - logits[np.arange(len(targets)), targets]
 
 
-def chunks(tokens: np.ndarray, n_ctx: int) -> Iterator[np.ndarray]:
+def chunks(tokens: np.ndarray, n_ctx: int, max_chunks: int | None = None) -> Iterator[np.ndarray]:
+    """The non-overlapping n_ctx chunks llama-perplexity evaluates (its --chunks limits how many)."""
     if n_ctx < 4:
         raise UserError(f"n_ctx must be at least 4, not {n_ctx}")
     if len(tokens) < 2 * n_ctx:
         raise UserError(f"the text has {len(tokens)} tokens; perplexity with a context of {n_ctx} needs at least "
                         f"{2 * n_ctx}")
-    for start in range(0, len(tokens) - n_ctx + 1, n_ctx):
-        yield tokens[start : start + n_ctx]
+    n = (len(tokens) // n_ctx) if max_chunks is None else min(max_chunks, len(tokens) // n_ctx)
+    for i in range(n):
+        yield tokens[i * n_ctx : (i + 1) * n_ctx]
 
 
 @dataclass
@@ -48,7 +58,10 @@ class Perplexity:
     def add_chunk(self, logits: np.ndarray, chunk: np.ndarray) -> np.ndarray:
         """Score one chunk from its [n_ctx, vocab] logits; returns the NLL of its scored tokens."""
         first = self.n_ctx // 2
-        nll = token_nll(logits[first : self.n_ctx - 1], chunk[first + 1 :])
+        return self.add_nll(token_nll(logits[first : self.n_ctx - 1], chunk[first + 1 :]))
+
+    def add_nll(self, nll: np.ndarray) -> np.ndarray:
+        """Count one chunk's scored NLLs, computed elsewhere."""
         self.nll_sum += float(nll.sum())
         self.nll2_sum += float((nll * nll).sum())
         self.count += len(nll)
@@ -72,16 +85,40 @@ class Perplexity:
 
 
 def perplexity(logits_of: Callable[[np.ndarray], np.ndarray], tokens: np.ndarray, n_ctx: int = 512,
-               progress: Callable[[int, int], None] | None = None) -> Perplexity:
+               max_chunks: int | None = None) -> Perplexity:
     """llama-perplexity's PPL of `tokens`; `logits_of(chunk)` returns [n_ctx, vocab] logits from an empty cache."""
     tokens = np.asarray(tokens, dtype=np.int64)
     result = Perplexity(n_ctx)
-    all_chunks = list(chunks(tokens, n_ctx))
-    for i, chunk in enumerate(all_chunks):
+    for chunk in progress_bar(list(chunks(tokens, n_ctx, max_chunks)), "perplexity chunks"):
         result.add_chunk(logits_of(chunk), chunk)
-        if progress:
-            progress(i + 1, len(all_chunks))
     return result
+
+
+def perplexity_and_kld(gguf: Path | str, base_gguf: Path | str, text: str, n_ctx: int = 512,
+                       max_chunks: int | None = None) -> dict:
+    """llama-perplexity on `gguf`, and its --kl-divergence statistics against `base_gguf` on the
+    same chunks, streamed: each chunk's logits from both files are compared, then dropped."""
+    from .engine import Qwen3
+    from .tokenizer import Tokenizer
+
+    model = Qwen3(gguf, n_ctx=n_ctx)
+    same_file = Path(gguf).resolve() == Path(base_gguf).resolve()
+    base = model if same_file else Qwen3(base_gguf, n_ctx=n_ctx)
+    tokens = np.array(Tokenizer.from_gguf(model.file).encode(text, parse_special=False), dtype=np.int64)
+    if base.config.vocab_size != model.config.vocab_size:
+        raise UserError(f"{base_gguf}: vocabulary of {base.config.vocab_size} tokens, {gguf} has {model.config.vocab_size}")
+    ppl = Perplexity(n_ctx)
+    kld = Divergence()
+    first = n_ctx // 2
+    log.info("%d tokens; %d chunks of %d", len(tokens), len(tokens) // n_ctx, n_ctx)
+    for i, chunk in enumerate(progress_bar(list(chunks(tokens, n_ctx, max_chunks)), "perplexity chunks")):
+        logits = model.forward(chunk, start=0, logits_from=first)[:-1]  # positions first .. n_ctx-2
+        base_logits = logits if same_file else base.forward(chunk, start=0, logits_from=first)[:-1]
+        positions = compare(base_logits, logits, chunk[first + 1 :])
+        ppl.add_nll(positions.nll)
+        kld.add(positions)
+        log.info("chunk %d: PPL %.4f", i + 1, ppl.chunk_ppl[-1])
+    return {"n_tokens": len(tokens), "perplexity": ppl.as_dict(), "kld": kld.summary()}
 
 
 def engine_logits(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -97,3 +134,33 @@ def llama_cpp_logits(llm) -> Callable[[np.ndarray], np.ndarray]:
         return np.array(llm.scores[: len(chunk)], dtype=np.float32)
 
     return logits_of
+
+
+def write_perplexity(gguf: Path | str, base_gguf: Path | str, corpus: Path | str, out: Path | str, settings: dict,
+                     model: str, file_type: str) -> dict:
+    text = Path(corpus).read_text("utf-8")
+    result = perplexity_and_kld(gguf, base_gguf, text, settings["n_ctx"], settings["chunks"])
+    result = {"model": model, "type": file_type, "gguf": str(gguf), "base": str(base_gguf), **result}
+    log.info("%s %s: PPL %.4f ± %.4f\n%s", model, file_type, result["perplexity"]["ppl"],
+             result["perplexity"]["ppl_error"], report(result["kld"]))
+    write_json_atomic(out, result)
+    return result
+
+
+TABLE_KLD = ["kld_mean", "kld_mean_error", "kld_max", "kld_p99_9", "kld_p99", "kld_median", "dp_mean", "rms_dp",
+             "rms_dp_error", "same_top_p", "same_top_p_error", "ppl_ratio", "ppl_ratio_error", "ln_ppl_correlation"]
+
+
+def write_table(parts: list[str], out: Path | str) -> str:
+    import pandas as pd
+
+    rows = []
+    for part in parts:
+        r = json.loads(Path(part).read_text("utf-8"))
+        p = r["perplexity"]
+        rows.append({"model": r["model"], "type": r["type"], "ppl": p["ppl"], "ppl_error": p["ppl_error"],
+                     "n_chunks": p["n_chunks"], "n_ctx": p["n_ctx"], "n_scored_tokens": p["n_scored_tokens"],
+                     **{k: r["kld"][k] for k in TABLE_KLD}})
+    frame = pd.DataFrame(rows)
+    write_csv_atomic(out, frame)
+    return frame.to_string(index=False)

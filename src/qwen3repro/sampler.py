@@ -9,6 +9,7 @@ generator, so the same seed and settings give the same tokens.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -115,20 +116,34 @@ def filter_distribution(logits: np.ndarray, params: SamplingParams) -> Filtered:
     return Filtered(ids, kept / kept.sum(), probs, after_k, after_p, len(ids))
 
 
+# Sees each step: the token drawn, the logits after penalties and bans, and the filtered
+# distribution it was drawn from (None when greedy: temperature 0 has no distribution to draw from).
+Observer = Callable[[int, np.ndarray, "Filtered | None"], None]
+
+
 class Sampler:
     """Draws tokens with one seeded generator; remembers nothing but the generator's state."""
 
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params: SamplingParams, observe: Observer | None = None, banned: Iterable[int] = ()):
         self.params = params
         self.rng = np.random.default_rng(params.seed)
+        self.observe = observe
+        self.banned = np.array(sorted(set(banned)), dtype=np.int64)
 
     def sample(self, logits: np.ndarray, context=(), generated=()) -> int:
         logits = apply_penalties(np.asarray(logits).reshape(-1), self.params,
                                  np.asarray(context, dtype=np.int64), np.asarray(generated, dtype=np.int64))
+        if len(self.banned):
+            logits = logits.astype(np.float32, copy=True)
+            logits[self.banned] = -np.inf
         if self.params.temperature == 0:
-            return int(np.argmax(logits))
-        dist = filter_distribution(logits, self.params)
-        return int(dist.ids[self.draw(dist.probs)])
+            token, dist = int(np.argmax(logits)), None
+        else:
+            dist = filter_distribution(logits, self.params)
+            token = int(dist.ids[self.draw(dist.probs)])
+        if self.observe is not None:
+            self.observe(token, logits, dist)
+        return token
 
     def draw(self, probs: np.ndarray) -> int:
         """Inverse-CDF draw with one uniform number: reproducible and independent of NumPy's choice()."""

@@ -64,12 +64,47 @@ def bench_tables():
     return expand("results/bench/{model}.csv", model=config["models"])
 
 
-def bench_gguf_mem_mb(wildcards, input):
+def gguf_mem_mb(gguf):
     """Evaluated again once the file exists; a dry run sees only a placeholder."""
-    return bench_memory_mb(input.gguf) if Path(input.gguf).exists() else 1024
+    return bench_memory_mb(gguf) if Path(gguf).exists() else 1024
+
+
+def bench_gguf_mem_mb(wildcards, input):
+    return gguf_mem_mb(input.gguf)
 
 
 def bench_hf_mem_mb(wildcards, input):
     """transformers loads the weights and keeps one float32 copy."""
     weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
     return 2048 + 3 * weights // 2**20
+
+
+def accuracy_tables():
+    return expand("results/{stage}/{model}.csv", stage=["check", "perplexity"], model=config["models"])
+
+
+def check_mem_mb(wildcards, input):
+    """The engine holds the weights in float32 and transformers a float32 copy of its own."""
+    weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
+    return 2048 + 2 * gguf_mem_mb(input.gguf) + 3 * weights // 2**20
+
+
+def perplexity_mem_mb(wildcards, input):
+    """Two engines (the file and the F32 base), and a chunk's logits from each in float32."""
+    return 2048 + gguf_mem_mb(input.gguf) + gguf_mem_mb(input.base)
+
+
+
+def sweep_files():
+    return expand("results/sweep/{model}/{type}.parquet", model=config["models"], type=config["sweep"]["types"])
+
+
+def report_inputs(wildcards):
+    """Every file the report reads; files inside a model directory are that directory's."""
+    from qwen3repro.report import inputs
+
+    paths = set()
+    for model, files in inputs(config).items():
+        model_dir = Path("results/models") / model
+        paths.update(str(model_dir if model_dir in p.parents else p) for p in files.values())
+    return sorted(paths)

@@ -1,0 +1,110 @@
+"""The accuracy gate: the engine on GGUF files against transformers, thresholds, and a gate that trips."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from qwen3repro.check import check_file, first_divergence, gate, prompt_tokens, write_check
+from qwen3repro.config import validate_config
+from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
+
+PROMPTS = [
+    {"name": "chat", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, who are you?"}]},
+    {"name": "chat-no-thinking", "thinking": False, "messages": [{"role": "user", "content": "你好！"}]},
+    {"name": "plain", "text": "The quick brown fox jumps over the lazy dog. Der Fuchs springt."},
+    {"name": "corpus", "corpus_tokens": 200},
+]
+CORPUS = "ROMEO. But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n" * 40
+
+
+@pytest.fixture(scope="module")
+def settings():
+    """The config's check settings, with the default thresholds, and shorter greedy runs."""
+    config = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})
+    return {**config["check"], "prompts": PROMPTS, "greedy_tokens": 16}
+
+
+def corrupt(src, dst, tensor="blk.1.ffn_down.weight", scale=1.01):
+    """A copy of an F32 GGUF with one tensor scaled: a file that loads, with slightly wrong weights."""
+    shutil.copy(src, dst)
+    with GGUFFile(dst) as f:
+        info = f.tensors[tensor]
+        offset, count = info.offset, info.nbytes // 4
+    with open(dst, "r+b") as fh:
+        fh.seek(offset)
+        values = np.frombuffer(fh.read(count * 4), np.float32) * np.float32(scale)
+        fh.seek(offset)
+        fh.write(values.tobytes())
+    return dst
+
+
+def test_f32_matches_transformers_within_the_strict_thresholds(tiny_model, tiny_f32, settings, tmp_path):
+    out = tmp_path / "F32.json"
+    result = write_check(tiny_model, tiny_f32, None, out, {**settings, "prompts": PROMPTS[:3]}, "qwen3-tiny", "F32")
+    m = result["metrics"]
+    assert m["max_abs_dlogit"] <= 1e-4 and m["top1_agreement"] == 1.0 and m["greedy_match"] == 16
+    assert m["kl_max"] < 1e-9 and m["rms_dp"] < 1e-9
+    assert out.is_file() and result["thresholds"] == settings["thresholds"]["F32"]
+
+
+def test_the_gate_trips_on_a_corrupted_gguf_and_writes_nothing(tiny_model, tiny_f32, settings, tmp_path):
+    bad = corrupt(tiny_f32, tmp_path / "qwen3-tiny-F32.gguf")
+    out = tmp_path / "F32.json"
+    with pytest.raises(UserError) as e:
+        write_check(tiny_model, bad, None, out, {**settings, "prompts": PROMPTS[2:3]}, "qwen3-tiny", "F32")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("qwen3-tiny F32: accuracy check failed: max_abs_dlogit ") and "above the maximum 0.0001" in message
+    assert not out.exists()
+
+
+def test_a_quantized_file_is_measured_by_every_metric(tiny_model, tmp_path):
+    from qwen3repro.gguf_convert import convert
+
+    q8 = tmp_path / "qwen3-tiny-Q8_0.gguf"
+    convert(tiny_model, "Q8_0", q8, name="qwen3-tiny")
+    result = check_file(tiny_model, q8, PROMPTS[2:4], CORPUS, max_tokens=64, greedy_tokens=8)
+    m = result["metrics"]
+    assert 1e-3 < m["max_abs_dlogit"] < 1.0 and 0 < m["mean_abs_dlogit"] < m["max_abs_dlogit"]
+    assert 0 < m["kl_mean"] <= m["kl_p99"] <= m["kl_max"]
+    assert m["positions"] == sum(p["n_tokens"] - 1 for p in result["prompts"]) and result["prompts"][1]["n_tokens"] == 64
+    assert 0 <= m["greedy_match"] <= 8
+
+
+def test_gate_names_each_broken_metric_and_respects_direction():
+    metrics = {"max_abs_dlogit": 0.5, "kl_mean": 0.01, "top1_agreement": 0.9, "greedy_match": 3, "greedy_tokens": 64}
+    assert gate(metrics, {"max_abs_dlogit": 1.0, "top1_agreement": 0.5}, "m Q4_0") == []
+    with pytest.raises(UserError, match=r"^m Q4_0: accuracy check failed: top1_agreement 0.9 below the minimum 0.95$"):
+        gate(metrics, {"top1_agreement": 0.95}, "m Q4_0")
+    with pytest.raises(UserError, match=r"kl_mean 0.01 above the maximum 0.001 \(and 1 more: greedy_match 3 below"):
+        gate(metrics, {"kl_mean": 0.001, "greedy_match": 64}, "m Q4_0")
+    with pytest.raises(UserError, match="no metric 'kl_median'"):
+        gate(metrics, {"kl_median": 1.0}, "m Q4_0")
+
+
+def test_first_divergence_is_the_first_differing_index_or_the_length():
+    assert first_divergence([1, 2, 3], [1, 2, 3]) == 3
+    assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert first_divergence([7], [8]) == 0
+
+
+def test_bad_prompt_sets_are_one_line_errors(tiny_f32):
+    from qwen3repro.generate import Generator
+
+    g = Generator.from_gguf(tiny_f32, n_ctx=64)
+    with pytest.raises(UserError, match="^check: the prompt set is empty$"):
+        prompt_tokens(g, [], None, 512)
+    with pytest.raises(UserError, match="'c' takes its tokens from the corpus, and there is none"):
+        prompt_tokens(g, [{"name": "c", "corpus_tokens": 10}], None, 512)
+    with pytest.raises(UserError, match="'x' has 1 token"):
+        prompt_tokens(g, [{"name": "x", "text": "a"}], None, 512)
+
+
+def test_config_refuses_an_empty_prompt_set_and_unknown_thresholds():
+    base = {"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}}
+    with pytest.raises(UserError, match=r"^config: check.prompts: \[\] should be non-empty$"):
+        validate_config({**base, "check": {"prompts": []}})
+    with pytest.raises(UserError, match="check.thresholds.Q4_0"):
+        validate_config({**base, "check": {"thresholds": {"Q4_0": {"kl_median": 1}}}})

@@ -1,0 +1,101 @@
+# Stage 5: accuracy. The gate (the engine on every file type against transformers, thresholds in
+# config), and perplexity with KL-divergence against the F32 file as llama-perplexity computes them.
+
+
+rule corpus:
+    output:
+        text="results/corpus/perplexity.txt",
+        manifest="results/corpus/perplexity.json",
+    params:
+        spec=config["perplexity"]["corpus"],
+    log:
+        "results/logs/corpus/perplexity.log",
+    benchmark:
+        "results/benchmarks/corpus/perplexity.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/corpus.py"
+
+
+rule check:
+    input:
+        model_dir="results/models/{model}",
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        corpus="results/corpus/perplexity.txt",
+    output:
+        "results/check/{model}/{type}.json",
+    params:
+        settings=config["check"],
+    log:
+        "results/logs/check/{model}-{type}.log",
+    benchmark:
+        "results/benchmarks/check/{model}-{type}.tsv"
+    threads: 1
+    resources:
+        mem_mb=check_mem_mb,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/check.py"
+
+
+rule check_table:
+    input:
+        expand("results/check/{{model}}/{type}.json", type=config["convert"]["types"]),
+    output:
+        "results/check/{model}.csv",
+    log:
+        "results/logs/check_table/{model}.log",
+    benchmark:
+        "results/benchmarks/check_table/{model}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/check_table.py"
+
+
+rule perplexity:
+    input:
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        base="results/gguf/{model}/{model}-F32.gguf",
+        corpus="results/corpus/perplexity.txt",
+    output:
+        "results/perplexity/{model}/{type}.json",
+    params:
+        settings=config["perplexity"],
+    log:
+        "results/logs/perplexity/{model}-{type}.log",
+    benchmark:
+        "results/benchmarks/perplexity/{model}-{type}.tsv"
+    threads: 1
+    resources:
+        mem_mb=perplexity_mem_mb,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/perplexity.py"
+
+
+rule perplexity_table:
+    input:
+        expand("results/perplexity/{{model}}/{type}.json", type=config["convert"]["types"]),
+    output:
+        "results/perplexity/{model}.csv",
+    log:
+        "results/logs/perplexity_table/{model}.log",
+    benchmark:
+        "results/benchmarks/perplexity_table/{model}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/perplexity_table.py"

@@ -1,0 +1,24 @@
+# Stage 6: the sampling sweep. Per file type: a grid of sampling settings, thinking and multi-turn
+# on every prompt and seed, with per-step statistics and token traces for the report.
+
+
+rule sweep:
+    input:
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+    output:
+        table="results/sweep/{model}/{type}.parquet",
+        generations="results/sweep/{model}/{type}.jsonl",
+        traces="results/sweep/{model}/{type}-traces.json",
+    params:
+        settings=config["sweep"],
+    log:
+        "results/logs/sweep/{model}-{type}.log",
+    benchmark:
+        "results/benchmarks/sweep/{model}-{type}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: gguf_mem_mb(input.gguf),
+    conda:
+        "../../envs/qwen3repro.yaml"
+    script:
+        "../../scripts/sweep.py"
