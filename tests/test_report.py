@@ -3,7 +3,6 @@ and a one-line error for a missing one."""
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 

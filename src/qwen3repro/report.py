@@ -19,10 +19,14 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import figures
 from .errors import UserError
 from .fsutil import staged_dir, write_text_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DASH = "—"
 
@@ -35,6 +39,7 @@ def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
     for model, spec in config["models"].items():
         files = {
             "manifest": root / f"results/models/{model}/manifest.json",
+            "config": root / f"results/models/{model}/config.json",
             "gguf_f32": root / f"results/gguf/{model}/{model}-F32.gguf",
             "samples": root / f"results/samples/{model}.json",
             "bench": root / f"results/bench/{model}.json",
@@ -52,9 +57,14 @@ def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
     return out
 
 
+# the stage (rule) that writes each kind of input, for the error when one is missing
+STAGE_OF = {"manifest": "model", "config": "model", "training_curve": "model", "gguf_f32": "convert",
+            "gguf_manifest": "convert", "samples": "samples", "bench": "bench", "check": "check",
+            "perplexity": "perplexity", "sweep": "sweep", "traces": "sweep"}
+
+
 def _stage(name: str) -> str:
-    return name.split("/")[0].replace("gguf_manifest", "convert").replace("gguf_f32", "convert").replace(
-        "manifest", "model").replace("training_curve", "model").replace("traces", "sweep")
+    return STAGE_OF[name.split("/")[0]]
 
 
 def _read(files: dict[str, Path], name: str):
@@ -82,13 +92,15 @@ def _read(files: dict[str, Path], name: str):
 class ModelSection:
     name: str
     manifest: dict
+    hf_config: dict  # the model's config.json
+    n_parameters: int
     tokenizer: dict
-    types: "pd.DataFrame"  # noqa: F821  one row per file type
-    bench: "pd.DataFrame"  # noqa: F821
+    types: pd.DataFrame  # one row per file type
+    bench: pd.DataFrame
     sweeps: dict = field(default_factory=dict)  # type -> DataFrame
     traces: dict = field(default_factory=dict)  # type -> list of traces
     samples: dict = field(default_factory=dict)
-    curve: "pd.DataFrame | None" = None  # noqa: F821
+    curve: pd.DataFrame | None = None
 
 
 def tokenizer_facts(gguf: Path) -> dict:
@@ -110,7 +122,7 @@ def tokenizer_facts(gguf: Path) -> dict:
         }
 
 
-def type_rows(files: dict[str, Path], types: list[str], bench) -> "pd.DataFrame":  # noqa: F821
+def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
@@ -149,7 +161,8 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
                 _read(files, name)
         bench = pd.DataFrame(_read(files, "bench"))
         section = ModelSection(
-            name=model, manifest=_read(files, "manifest"), tokenizer=tokenizer_facts(files["gguf_f32"]),
+            name=model, manifest=_read(files, "manifest"), hf_config=_read(files, "config"),
+            n_parameters=_read(files, "gguf_manifest/F32")["n_parameters"], tokenizer=tokenizer_facts(files["gguf_f32"]),
             types=type_rows(files, config["convert"]["types"], bench), bench=bench, samples=_read(files, "samples"),
             curve=_read(files, "training_curve") if "training_curve" in files else None)
         for t in config["sweep"]["types"]:
@@ -255,6 +268,11 @@ def _img(png: bytes | None, alt: str) -> str:
     return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(alt)}</figcaption></figure>"
 
 
+ARCHITECTURE_KEYS = ["hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                     "intermediate_size", "vocab_size", "max_position_embeddings", "rope_theta", "rms_norm_eps",
+                     "tie_word_embeddings", "torch_dtype"]
+
+
 def model_card(section: ModelSection) -> list[list[str]]:
     m = section.manifest
     rows = [["source", m.get("source", DASH)]]
@@ -268,8 +286,8 @@ def model_card(section: ModelSection) -> list[list[str]]:
                               f"lr {t.get('learning_rate')}, {fmt(m.get('seconds'), 0)} s"],
                  ["held-out loss", f"{fmt(m.get('initial_held_out_loss'), 3)} → {fmt(m.get('final_held_out_loss'), 3)} nats/token "
                                    f"on {', '.join(m.get('held_out_works', []))}"]]
-    rows.append(["parameters", f"{m.get('n_parameters'):,}" if m.get("n_parameters") else DASH])
-    rows += [[k, str(v)] for k, v in (m.get("architecture") or {}).items()]
+    rows.append(["parameters", f"{section.n_parameters:,}"])
+    rows += [[k, str(section.hf_config[k])] for k in ARCHITECTURE_KEYS if k in section.hf_config]
     rows += [[f"tokenizer: {k}", DASH if v is None else str(v)] for k, v in section.tokenizer.items()]
     return rows
 
@@ -332,7 +350,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; white
 .scroll { overflow-x: auto; } table.card td { text-align: left; white-space: normal; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
-pre { background: #f7f7f7; padding: 0.5em; white-space: pre-wrap; font-size: 0.85em; }
+pre { background: #f7f7f7; padding: 0.5em; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 0.85em; }
 .note { color: #666; font-style: italic; }
 """
 

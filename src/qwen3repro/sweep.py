@@ -15,13 +15,17 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import UserError
 from .fsutil import write_json_atomic, write_text_atomic
 from .progress import progress_bar
-from .sampler import PRESETS, Filtered, SamplingParams
+from .sampler import PRESETS, Filtered
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +294,7 @@ TIMING_COLUMNS = ["prefill_s", "ttft_s", "decode_s", "decode_tokens_per_s", "ttf
 
 
 def write_sweep(gguf: Path | str, settings: dict, out_table: Path | str, out_generations: Path | str,
-                out_traces: Path | str, model: str, file_type: str) -> "pd.DataFrame":  # noqa: F821
+                out_traces: Path | str, model: str, file_type: str) -> pd.DataFrame:
     import pandas as pd
 
     rows, generations, traces = run_sweep(gguf, settings)
