@@ -50,6 +50,7 @@ def test_default_grid_has_qwen3s_presets_and_every_lever():
     ({"grids": [{"name": "e", "preset": "thinking", "axes": {"min_p": []}}]}, "sweep grid 'e': axis min_p has no values"),
     ({"conversations": [{"name": "c", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]},
      "^config: sweep conversation 'c': its last message is from the assistant; it must end with a user turn$"),
+    ({"traces": {"prompts": ["nowhere"]}}, "^config: sweep.traces: no prompt named 'nowhere' in sweep.prompts$"),
 ])
 def test_bad_sweeps_are_one_line_errors_naming_the_cell(sweep, message):
     with pytest.raises(UserError, match=message):

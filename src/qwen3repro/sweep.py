@@ -89,6 +89,10 @@ def check_settings(settings: dict) -> list[dict]:
     check_conversations(settings.get("prompts", []) + settings.get("conversations", []))
     if not settings.get("seeds"):
         raise UserError("sweep: no seeds")
+    names = {p["name"] for p in settings.get("prompts", [])}
+    for name in settings.get("traces", {}).get("prompts", []):
+        if name not in names:
+            raise UserError(f"sweep.traces: no prompt named {name!r} in sweep.prompts")
     return all_cells
 
 
@@ -278,9 +282,7 @@ def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict],
     traces = []
     t = settings.get("traces", {})
     for name in t.get("prompts", []):
-        p = next((p for p in settings["prompts"] if p["name"] == name), None)
-        if p is None:
-            raise UserError(f"sweep.traces: no prompt named {name!r}")
+        p = next(p for p in settings["prompts"] if p["name"] == name)
         for preset_name in t.get("presets", ["thinking", "non-thinking"]):
             cell = {"grid": "trace", "cell": f"trace: preset={preset_name}", "preset": preset_name,
                     "params": PRESETS[preset_name], "thinking": preset_name != "non-thinking", "multi_turn": None}
