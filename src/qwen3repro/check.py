@@ -70,14 +70,11 @@ class Reference:
 
     def __init__(self, model_dir: Path | str):
         import torch
-        from transformers import AutoModelForCausalLM
+
+        from .scoring import reference_model
 
         self.torch = torch
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # its weight-loading bar would fill the rule logs
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
-        self.model.eval()
+        self.model = reference_model(model_dir)
 
     def run(self, prompt: list[int], n_greedy: int) -> tuple[np.ndarray, list[int]]:
         from transformers import DynamicCache

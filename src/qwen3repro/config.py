@@ -42,12 +42,10 @@ def validate_config(config: dict) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise UserError(f"config: {_where(error)}: {error.message}")
-    missing = [t for t in config["bench"]["types"] if t not in config["convert"]["types"]]
-    if missing:
-        raise UserError(f"config: bench.types: {', '.join(missing)} not in convert.types, so no file to measure")
-    missing = [t for t in config["sweep"]["types"] if t not in config["convert"]["types"]]
-    if missing:
-        raise UserError(f"config: sweep.types: {', '.join(missing)} not in convert.types, so no file to sweep")
+    for stage, verb in (("bench", "measure"), ("sweep", "sweep")):
+        missing = [t for t in config[stage]["types"] if t not in config["convert"]["types"]]
+        if missing:
+            raise UserError(f"config: {stage}.types: {', '.join(missing)} not in convert.types, so no file to {verb}")
     from .sweep import check_settings
 
     try:

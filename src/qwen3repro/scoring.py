@@ -25,13 +25,24 @@ def engine_cross_entropy(gguf_path: Path | str, windows: np.ndarray) -> float:
     return total / (windows.shape[0] * (windows.shape[1] - 1))
 
 
+def reference_model(model_dir: Path | str):
+    """transformers' Qwen3ForCausalLM on the Hugging Face weights in float32 with eager attention:
+    the reference implementation, as the engine is checked against it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its weight-loading bar would fill the rule logs
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    return model
+
+
 def transformers_cross_entropy(model_dir: Path | str, windows: np.ndarray) -> float:
     """The same with transformers' Qwen3ForCausalLM, float32, eager attention."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
-    model.eval()
+    model = reference_model(model_dir)
     total = 0.0
     with torch.no_grad():
         for window in windows:
