@@ -37,9 +37,13 @@ def gguf_files():
     )
 
 
+def safetensors_bytes(model_dir):
+    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+
+
 def convert_mem_mb(wildcards, input):
     """Tensors are converted one at a time; twice the weights' size bounds the largest in float32."""
-    weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
+    weights = safetensors_bytes(input.model_dir)
     return 1024 + 2 * weights // 2**20
 
 
@@ -75,7 +79,7 @@ def bench_gguf_mem_mb(wildcards, input):
 
 def bench_hf_mem_mb(wildcards, input):
     """transformers loads the weights and keeps one float32 copy."""
-    weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
+    weights = safetensors_bytes(input.model_dir)
     return 2048 + 3 * weights // 2**20
 
 
@@ -85,7 +89,7 @@ def accuracy_tables():
 
 def check_mem_mb(wildcards, input):
     """The engine holds the weights in float32 and transformers a float32 copy of its own."""
-    weights = sum(p.stat().st_size for p in Path(input.model_dir).glob("*.safetensors"))
+    weights = safetensors_bytes(input.model_dir)
     return 2048 + 2 * gguf_mem_mb(input.gguf) + 3 * weights // 2**20
 
 
