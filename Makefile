@@ -1,5 +1,6 @@
 # make run   set up .venv (first time only) and run the pipeline on the embedded default model, offline
 # make test  set up .venv (first time only), headless Chromium (Debian packages, as root), and run the test suite
+# make lint  snakemake --lint, snakefmt, ruff check and ruff format --check (CI runs it)
 # make chat  chat with a GGUF model (MODEL=, SYSTEM=, THINKING=on|off, MULTI_TURN=on|off, ARGS=)
 # A second call re-installs nothing: the venv is rebuilt only when pyproject.toml changes.
 
@@ -43,8 +44,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	echo "note: headless Chromium is not installed and cannot be here; the report's browser test will be skipped"
 
+# The workflow as snakemake-workflows lint it, and the package as ruff does (pyproject.toml: line length 120).
 lint: $(STAMP)
 	@$(BIN)/snakemake --lint
+	@$(BIN)/snakefmt --check Snakefile workflow
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
 
 dag: $(STAMP)
 	@$(BIN)/snakemake -n --configfile $(CONFIG)

@@ -10,7 +10,6 @@ import sys
 from qwen3repro.config import validate_config
 from qwen3repro.errors import UserError
 
-
 # The default config only when none is given: --configfile would otherwise be merged into it.
 if not config:
 
@@ -34,6 +33,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         model_dirs(),
         gguf_files(),
@@ -42,4 +42,3 @@ rule all:
         accuracy_tables(),
         sweep_files(),
         "results/report/index.html",
-    default_target: True

@@ -4,7 +4,8 @@
 
 Prints a `check: thresholds:` block for a config: per file type other than F32, twice the worst
 value measured over the given tables for max |Δlogit|, mean KL and max KL, and for top-1
-agreement twice the worst disagreement plus one percentage point (left out when that is no bound); F32 keeps the fixed bound (max |Δlogit| 1e-4, top-1 100%, greedy 64 of 64).
+agreement twice the worst disagreement plus one percentage point (left out when that is no bound); F32 keeps
+the fixed bound (max |Δlogit| 1e-4, top-1 100%, greedy 64 of 64).
 Several tables (e.g. the trained model and its 4-step CI twin) give bounds that hold for all.
 """
 

@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from qwen3repro import peers
+from qwen3repro import llamacpp
 from qwen3repro.config import load_config
-from qwen3repro.gguf_convert import convert
-from qwen3repro.sources import materialize
+from qwen3repro.convert.converter import convert
+from qwen3repro.model.sources import materialize
 
 
 def main() -> None:
@@ -39,14 +39,16 @@ def main() -> None:
         print(f"{'type':8} {'llama.cpp F32->type':>20} {'ours HF->type':>14} {'ratio':>6}  same tensors")
         for type_name in [t for t in args.types for _ in range(args.repeat)]:
             theirs, ours = Path(tmp) / f"llama-{type_name}.gguf", Path(tmp) / f"ours-{type_name}.gguf"
-            t_llama = peers.quantize(f32, theirs, type_name, threads=args.threads)
+            t_llama = llamacpp.quantize(f32, theirs, type_name, threads=args.threads)
             t = time.perf_counter()
             convert(model, type_name, ours, threads=args.threads, force=True)
             t_ours = time.perf_counter() - t
-            diff = peers.compare_tensors(ours, theirs)
+            diff = llamacpp.compare_tensors(ours, theirs)
             same = not any(diff.values())
-            print(f"{type_name:8} {t_llama:19.1f}s {t_ours:13.1f}s {t_ours / t_llama:5.2f}x  {same}"
-                  + ("" if same else f" {diff}"))
+            print(
+                f"{type_name:8} {t_llama:19.1f}s {t_ours:13.1f}s {t_ours / t_llama:5.2f}x  {same}"
+                + ("" if same else f" {diff}")
+            )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import math
 import tempfile
 from pathlib import Path
 
-from qwen3repro.gguf_convert import convert
-from qwen3repro.samples import DEFAULTS, continuations, untrained_twin
-from qwen3repro.scoring import engine_cross_entropy, transformers_cross_entropy
-from qwen3repro.train import held_out_set
+from qwen3repro.accuracy.scoring import engine_cross_entropy, transformers_cross_entropy
+from qwen3repro.convert.converter import convert
+from qwen3repro.model.train import held_out_set
+from qwen3repro.sweep.samples import DEFAULTS, continuations, untrained_twin
 
 
 def main() -> None:
@@ -31,11 +31,18 @@ def main() -> None:
         trained_gguf = Path(tmp) / "trained-F32.gguf"
         convert(model, "F32", trained_gguf)
         windows = held_out_set(model, manifest["training"])
-        print(f"held-out windows: {windows.shape[0]} x {windows.shape[1] - 1} predicted tokens "
-              f"(works: {', '.join(manifest['held_out_works'])})")
-        print(f"ln(vocabulary) = {math.log(151936):.3f} nats; untrained (step 0): {manifest['initial_held_out_loss']:.3f}")
-        print(f"trainer (PyTorch, fused loss): {manifest['final_held_out_loss']:.4f} nats after {manifest['steps_done']} steps, "
-              f"{manifest['seconds'] / 60:.1f} min")
+        print(
+            f"held-out windows: {windows.shape[0]} x {windows.shape[1] - 1} predicted tokens "
+            f"(works: {', '.join(manifest['held_out_works'])})"
+        )
+        print(
+            f"ln(vocabulary) = {math.log(151936):.3f} nats; untrained (step 0): {manifest['initial_held_out_loss']:.3f}"
+        )
+        print(
+            f"trainer (PyTorch, fused loss): {manifest['final_held_out_loss']:.4f} nats after "
+            f"{manifest['steps_done']} steps, "
+            f"{manifest['seconds'] / 60:.1f} min"
+        )
         ours = engine_cross_entropy(trained_gguf, windows)
         theirs = transformers_cross_entropy(model, windows)
         print(f"NumPy engine on the F32 GGUF: {ours:.4f} nats (perplexity {math.exp(ours):.1f})")

@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
-from qwen3repro.bench import bench_hf
+from qwen3repro.bench.measure import bench_hf
 from qwen3repro.fsutil import write_text_atomic
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake.log[0]):
-    records = bench_hf(snakemake.input.model_dir, snakemake.wildcards.engine, snakemake.params.settings, snakemake.threads)
+    records = bench_hf(
+        snakemake.input.model_dir, snakemake.wildcards.engine, snakemake.params.settings, snakemake.threads
+    )
     write_text_atomic(Path(snakemake.output[0]), json.dumps(records, indent=1) + "\n", force=True)

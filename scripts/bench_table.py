@@ -1,6 +1,6 @@
 """Rule bench_table: one model's rows in one table (CSV and JSON) with the decode roofline."""
 
-from qwen3repro.bench import write_summary
+from qwen3repro.bench.tables import write_summary
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake.log[0]) as log:

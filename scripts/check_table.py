@@ -1,7 +1,7 @@
 """Rule check_table: one model's check results, a row per file type."""
 
-from qwen3repro.check import write_table
+from qwen3repro.accuracy.check import write_check_table
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake.log[0]) as log:
-    log.info("\n%s", write_table(snakemake.input, snakemake.output[0]))
+    log.info("\n%s", write_check_table(snakemake.input, snakemake.output[0]))

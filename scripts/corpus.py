@@ -1,6 +1,6 @@
 """Rule corpus: the text perplexity and KL-divergence are measured on."""
 
-from qwen3repro.eval_corpus import write_corpus
+from qwen3repro.accuracy.eval_text import write_corpus
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake.log[0]) as log:

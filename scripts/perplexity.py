@@ -1,10 +1,17 @@
 """Rule perplexity: llama-perplexity's PPL of one file type and its KL-divergence against F32."""
 
-from qwen3repro.perplexity import write_perplexity
+from qwen3repro.accuracy.perplexity import write_perplexity
 from qwen3repro.rulelog import rule_log
 from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake.log[0]):
     limit_threads(snakemake.threads)
-    write_perplexity(snakemake.input.gguf, snakemake.input.base, snakemake.input.corpus, snakemake.output[0],
-                     snakemake.params.settings, model=snakemake.wildcards.model, file_type=snakemake.wildcards.type)
+    write_perplexity(
+        snakemake.input.gguf,
+        snakemake.input.base,
+        snakemake.input.corpus,
+        snakemake.output[0],
+        snakemake.params.settings,
+        model=snakemake.wildcards.model,
+        file_type=snakemake.wildcards.type,
+    )

@@ -1,7 +1,7 @@
 """Rule perplexity_table: one model's perplexity and KL-divergence results, a row per file type."""
 
-from qwen3repro.perplexity import write_table
+from qwen3repro.accuracy.perplexity import write_perplexity_table
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake.log[0]) as log:
-    log.info("\n%s", write_table(snakemake.input, snakemake.output[0]))
+    log.info("\n%s", write_perplexity_table(snakemake.input, snakemake.output[0]))

@@ -1,9 +1,10 @@
 """Rule report: the comparison page, its Markdown summary and its figures."""
 
-from qwen3repro.report import write_report
+from qwen3repro.report.page import write_report
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake.log[0]) as log:
-    names = write_report(snakemake.params.config, snakemake.output.html, snakemake.output.markdown,
-                         snakemake.output.figures)
+    names = write_report(
+        snakemake.params.config, snakemake.output.html, snakemake.output.markdown, snakemake.output.figures
+    )
     log.info("%s: %d figures", snakemake.output.html, len(names))

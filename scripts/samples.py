@@ -1,7 +1,7 @@
 """Rule samples: continuations of the configured prompts from the model (and its untrained twin)."""
 
 from qwen3repro.rulelog import rule_log
-from qwen3repro.samples import write_samples
+from qwen3repro.sweep.samples import write_samples
 from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake.log[0]):

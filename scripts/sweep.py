@@ -1,12 +1,18 @@
 """Rule sweep: the sampling grid on one file type."""
 
 from qwen3repro.rulelog import rule_log
-from qwen3repro.sweep import summary_table, write_sweep
+from qwen3repro.sweep.runner import summary_table, write_sweep
 from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake.log[0]) as log:
     limit_threads(snakemake.threads)
-    frame = write_sweep(snakemake.input.gguf, snakemake.params.settings, snakemake.output.table,
-                        snakemake.output.generations, snakemake.output.traces, model=snakemake.wildcards.model,
-                        file_type=snakemake.wildcards.type)
+    frame = write_sweep(
+        snakemake.input.gguf,
+        snakemake.params.settings,
+        snakemake.output.table,
+        snakemake.output.generations,
+        snakemake.output.traces,
+        model=snakemake.wildcards.model,
+        file_type=snakemake.wildcards.type,
+    )
     log.info("%d rows\n%s", len(frame), summary_table(frame))

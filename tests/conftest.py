@@ -19,7 +19,7 @@ def repo() -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """The CI model, built once per test session as the pipeline builds it."""
     from qwen3repro.config import load_config
-    from qwen3repro.sources import materialize
+    from qwen3repro.model.sources import materialize
 
     spec = load_config(REPO / "config" / "qwen3-tiny.yaml")["models"]["qwen3-tiny"]
     return materialize("qwen3-tiny", spec, tmp_path_factory.mktemp("models") / "qwen3-tiny")
@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shape_model(tmp_path_factory) -> Path:
     """Qwen3-0.6B's exact shape with seeded weights (BF16, as the Hub ships it): about 20 s."""
-    from qwen3repro import synthetic
+    from qwen3repro.model import synthetic
 
     path = tmp_path_factory.mktemp("qwen3-0.6b-shape")
     synthetic.build(path, "qwen3-0.6b-shape", seed=0, dtype="bfloat16")
@@ -38,7 +38,7 @@ def shape_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_f32(tiny_model, tmp_path_factory) -> Path:
     """The CI model as an F32 GGUF."""
-    from qwen3repro.gguf_convert import convert
+    from qwen3repro.convert.converter import convert
 
     path = tmp_path_factory.mktemp("gguf") / "qwen3-tiny-F32.gguf"
     convert(tiny_model, "F32", path, name="qwen3-tiny")
@@ -63,7 +63,10 @@ def quick_training_config(path: Path) -> Path:
 def run_snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, "QWEN3REPRO_QUIET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "QWEN3REPRO_QUIET": "1"},
     )
 
 
@@ -80,8 +83,12 @@ def pipeline_run(tmp_path_factory):
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "qwen3repro"), *args], cwd=cwd, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=600,
+        [str(BIN / "qwen3repro"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
     )
 
 

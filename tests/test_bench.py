@@ -3,15 +3,21 @@
 import json
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
-from qwen3repro.bench import TIMING_FIELDS, bench, bench_gguf, llama_cpp_available, summary_table, token_ids
+
+from qwen3repro.bench.measure import bench, bench_gguf, llama_cpp_available
+from qwen3repro.bench.tables import TIMING_FIELDS, summary_table
+from qwen3repro.bench.worker import token_ids
 
 
 def test_rows_have_llama_bench_fields_for_every_engine_and_test(tiny_f32, tiny_model):
     pytest.importorskip("llama_cpp", reason="the peers extra (llama-cpp-python) is not installed")
-    rows = bench({"numpy": tiny_f32, "llama.cpp": tiny_f32, "transformers-f32": tiny_model}, [16], [4], repetitions=2, threads=1)
-    assert [(r.engine, r.test) for r in rows] == [(e, t) for e in ("numpy", "llama.cpp", "transformers-f32") for t in ("pp16", "tg4")]
+    rows = bench(
+        {"numpy": tiny_f32, "llama.cpp": tiny_f32, "transformers-f32": tiny_model}, [16], [4], repetitions=2, threads=1
+    )
+    assert [(r.engine, r.test) for r in rows] == [
+        (e, t) for e in ("numpy", "llama.cpp", "transformers-f32") for t in ("pp16", "tg4")
+    ]
     for r in rows:
         assert len(r.samples_ns) == 2 and r.avg_ts > 0 and r.stddev_ts >= 0 and r.n_threads == 1
         assert r.load_s > 0 and r.peak_rss_bytes > 50 * 2**20 and r.model_size > 0
@@ -19,12 +25,16 @@ def test_rows_have_llama_bench_fields_for_every_engine_and_test(tiny_f32, tiny_m
 
 def test_bench_command_prints_the_table_and_ratios_and_writes_json(tiny_f32, tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--gguf", str(tiny_f32), "--engines", "numpy", "-p", "8", "-n", "2", "-r", "1", "--json", str(out))
+    proc = run_cli(
+        "bench", "--gguf", str(tiny_f32), "--engines", "numpy", "-p", "8", "-n", "2", "-r", "1", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| numpy" in proc.stdout and "pp8" in proc.stdout and "tg2" in proc.stdout
     records = json.loads(out.read_text())
     assert {r["test"] for r in records} == {"pp8", "tg2"} and all(r["model_filename"] == tiny_f32.name for r in records)
-    again = run_cli("bench", "--gguf", str(tiny_f32), "--engines", "numpy", "-p", "8", "-n", "0", "-r", "1", "--json", str(out))
+    again = run_cli(
+        "bench", "--gguf", str(tiny_f32), "--engines", "numpy", "-p", "8", "-n", "0", "-r", "1", "--json", str(out)
+    )
     assert_one_line_error(again, "already exists")
 
 
@@ -32,13 +42,16 @@ def test_the_same_token_ids_for_every_engine():
     assert token_ids(32) == token_ids(32) and all(1000 <= t < 150000 for t in token_ids(32))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--engines", "vllm"], "unknown engine 'vllm'"),
-    (["--engines", "transformers-f32"], "needs --hf"),
-    (["--engines", "numpy", "-p", "50000"], "the model's context is 40960"),
-    (["--engines", "numpy", "-p", "-1"], "must be positive"),
-    (["--engines", "numpy", "-p", "0", "-n", "0"], "no test to run"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--engines", "vllm"], "unknown engine 'vllm'"),
+        (["--engines", "transformers-f32"], "needs --hf"),
+        (["--engines", "numpy", "-p", "50000"], "the model's context is 40960"),
+        (["--engines", "numpy", "-p", "-1"], "must be positive"),
+        (["--engines", "numpy", "-p", "0", "-n", "0"], "no test to run"),
+    ],
+)
 def test_bad_input_is_a_one_line_error(tiny_f32, args, message):
     proc = run_cli("bench", "--gguf", str(tiny_f32), *args)
     assert_one_line_error(proc, message)
@@ -58,12 +71,42 @@ def test_a_second_run_reproduces_every_non_timing_field(tiny_f32):
 
 
 def test_roofline_is_bandwidth_over_bytes_per_token_for_decode_rows():
-    rows = [dict(engine="numpy", model_filename="m.gguf", model_type="F32", model_size=10, bytes_per_token=1e9, n_prompt=0,
-                 n_gen=128, n_threads=2, samples_ns=[1], avg_ts=10.0, stddev_ts=0.1, load_s=0.1, peak_rss_bytes=1,
-                 test="tg128", ttft_ms=None),
-            dict(engine="numpy", model_filename="m.gguf", model_type="F32", model_size=10, bytes_per_token=1e9, n_prompt=128,
-                 n_gen=0, n_threads=2, samples_ns=[1], avg_ts=100.0, stddev_ts=1.0, load_s=0.1, peak_rss_bytes=1,
-                 test="pp128", ttft_ms=1280.0)]
+    rows = [
+        dict(
+            engine="numpy",
+            model_filename="m.gguf",
+            model_type="F32",
+            model_size=10,
+            bytes_per_token=1e9,
+            n_prompt=0,
+            n_gen=128,
+            n_threads=2,
+            samples_ns=[1],
+            avg_ts=10.0,
+            stddev_ts=0.1,
+            load_s=0.1,
+            peak_rss_bytes=1,
+            test="tg128",
+            ttft_ms=None,
+        ),
+        dict(
+            engine="numpy",
+            model_filename="m.gguf",
+            model_type="F32",
+            model_size=10,
+            bytes_per_token=1e9,
+            n_prompt=128,
+            n_gen=0,
+            n_threads=2,
+            samples_ns=[1],
+            avg_ts=100.0,
+            stddev_ts=1.0,
+            load_s=0.1,
+            peak_rss_bytes=1,
+            test="pp128",
+            ttft_ms=1280.0,
+        ),
+    ]
     table = summary_table(rows, bandwidth=20e9).set_index("test")
     assert table.loc["tg128", "ceiling_ts"] == 20.0 and table.loc["tg128", "ceiling_share"] == 0.5
     assert table.loc["pp128"].isna()["ceiling_share"]

@@ -5,13 +5,16 @@ import shutil
 import numpy as np
 import pytest
 
-from qwen3repro.check import check_file, first_divergence, gate, prompt_tokens, write_check
+from qwen3repro.accuracy.check import check_file, first_divergence, gate, prompt_tokens, write_check
 from qwen3repro.config import validate_config
+from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
-from qwen3repro.gguf_file import GGUFFile
 
 PROMPTS = [
-    {"name": "chat", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, who are you?"}]},
+    {
+        "name": "chat",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, who are you?"}],
+    },
     {"name": "chat-no-thinking", "thinking": False, "messages": [{"role": "user", "content": "你好！"}]},
     {"name": "plain", "text": "The quick brown fox jumps over the lazy dog. Der Fuchs springt."},
     {"name": "corpus", "corpus_tokens": 200},
@@ -56,12 +59,15 @@ def test_the_gate_trips_on_a_corrupted_gguf_and_writes_nothing(tiny_model, tiny_
         write_check(tiny_model, bad, None, out, {**settings, "prompts": PROMPTS[2:3]}, "qwen3-tiny", "F32")
     message = str(e.value)
     assert "\n" not in message
-    assert message.startswith("qwen3-tiny F32: accuracy check failed: max_abs_dlogit ") and "above the maximum 0.0001" in message
+    assert (
+        message.startswith("qwen3-tiny F32: accuracy check failed: max_abs_dlogit ")
+        and "above the maximum 0.0001" in message
+    )
     assert not out.exists()
 
 
 def test_a_quantized_file_is_measured_by_every_metric(tiny_model, tmp_path):
-    from qwen3repro.gguf_convert import convert
+    from qwen3repro.convert.converter import convert
 
     q8 = tmp_path / "qwen3-tiny-Q8_0.gguf"
     convert(tiny_model, "Q8_0", q8, name="qwen3-tiny")
@@ -69,7 +75,9 @@ def test_a_quantized_file_is_measured_by_every_metric(tiny_model, tmp_path):
     m = result["metrics"]
     assert 1e-3 < m["max_abs_dlogit"] < 1.0 and 0 < m["mean_abs_dlogit"] < m["max_abs_dlogit"]
     assert 0 < m["kl_mean"] <= m["kl_p99"] <= m["kl_max"]
-    assert m["positions"] == sum(p["n_tokens"] - 1 for p in result["prompts"]) and result["prompts"][1]["n_tokens"] == 64
+    assert (
+        m["positions"] == sum(p["n_tokens"] - 1 for p in result["prompts"]) and result["prompts"][1]["n_tokens"] == 64
+    )
     assert 0 <= m["greedy_match"] <= 8
 
 
@@ -91,7 +99,7 @@ def test_first_divergence_is_the_first_differing_index_or_the_length():
 
 
 def test_bad_prompt_sets_are_one_line_errors(tiny_f32):
-    from qwen3repro.generate import Generator
+    from qwen3repro.engine.generate import Generator
 
     g = Generator.from_gguf(tiny_f32, n_ctx=64)
     with pytest.raises(UserError, match="^check: the prompt set is empty$"):

@@ -8,13 +8,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 from gguf import GGMLQuantizationType as T
 
-from conftest import assert_one_line_error, run_cli
-from qwen3repro import architecture, kquants, quant_plan, synthetic
-from qwen3repro.gguf_convert import SafetensorsSource, convert
-from qwen3repro.gguf_file import GGUFFile
-from qwen3repro.quant_plan import FILE_TYPES
+from qwen3repro.convert import kquants, tensor_plan
+from qwen3repro.convert.converter import convert
+from qwen3repro.convert.hf_weights import SafetensorsSource
+from qwen3repro.convert.reader import GGUFFile
+from qwen3repro.convert.tensor_plan import FILE_TYPES
+from qwen3repro.model import architecture
 
 K_FILE_TYPES = ["Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K"]
 
@@ -22,9 +24,10 @@ K_FILE_TYPES = ["Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_
 def peers():
     """llama.cpp for the comparison tests; in CI its absence is a failure, not a skip."""
     try:
-        from qwen3repro import peers
-        peers.llama_cpp()
-        return peers
+        from qwen3repro import llamacpp
+
+        llamacpp.llama_cpp()
+        return llamacpp
     except Exception:
         if os.environ.get("CI"):
             pytest.fail("llama-cpp-python (the peers extra) must be installed in CI")
@@ -50,9 +53,10 @@ def planned_types(preset: str, type_name: str) -> dict[str, T]:
     arch = architecture.PRESETS[preset]
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, arch["num_hidden_layers"])
     shapes = {name_map.get_name(n, try_suffixes=(".weight",)): s for n, s in architecture.tensor_shapes(arch).items()}
-    plan = quant_plan.TensorPlan(type_name, arch["num_hidden_layers"],
-                                 arch["num_attention_heads"] // arch["num_key_value_heads"], True)
-    return {n: plan.choose(n, shapes[n]) for n in quant_plan.loader_order(shapes)}
+    plan = tensor_plan.TensorPlan(
+        type_name, arch["num_hidden_layers"], arch["num_attention_heads"] // arch["num_key_value_heads"], True
+    )
+    return {n: plan.choose(n, shapes[n]) for n in tensor_plan.loader_order(shapes)}
 
 
 def test_q4_k_m_of_the_0_6b_shape_has_llama_quantizes_tensor_mix():
@@ -72,7 +76,7 @@ def test_norms_and_1d_tensors_stay_f32(type_name):
 
 
 def test_rows_a_k_quant_cannot_hold_fall_back_like_llama_cpp():
-    plan = quant_plan.TensorPlan("Q4_K_S", 1, 2, True)
+    plan = tensor_plan.TensorPlan("Q4_K_S", 1, 2, True)
     assert plan.choose("blk.0.ffn_up.weight", (96, 160)) == T.Q5_0  # 160 % 256 != 0, 160 % 32 == 0
     assert plan.choose("blk.0.ffn_gate.weight", (96, 100)) == T.F16  # not even a multiple of 32
     assert plan.choose("token_embd.weight", (1000, 160)) == T.Q8_0  # the output matrix rule
@@ -93,7 +97,9 @@ def test_another_architecture_is_refused(tiny_model, tmp_path):
     src = tmp_path / "llama"
     shutil.copytree(tiny_model, src)
     config = json.loads((src / "config.json").read_text())
-    (src / "config.json").write_text(json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (src / "config.json").write_text(
+        json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    )
     proc = run_cli("convert", "--model", str(src), "--type", "F32", "--out", str(tmp_path / "x.gguf"))
     assert_one_line_error(proc, "model_type 'llama'", "qwen3")
     assert not (tmp_path / "x.gguf").exists()
@@ -185,8 +191,12 @@ def test_llama_quantize_of_our_f32_gives_our_file(tiny_gguf, tmp_path, type_name
     lib = peers()
     theirs = tmp_path / "llama.gguf"
     lib.quantize(tiny_gguf("F32"), theirs, type_name)
-    assert lib.compare_tensors(tiny_gguf(type_name), theirs) == {"only_ours": [], "only_theirs": [], "type": [],
-                                                                  "bytes": []}
+    assert lib.compare_tensors(tiny_gguf(type_name), theirs) == {
+        "only_ours": [],
+        "only_theirs": [],
+        "type": [],
+        "bytes": [],
+    }
 
 
 @pytest.mark.peers
@@ -220,12 +230,22 @@ def edge_case_weights(seed: int = 0) -> np.ndarray:
     well below 65504: Q4_1 and Q5_1 store the block minimum in fp16, and llama.cpp refuses an inf."""
     rng = np.random.default_rng(seed)
     rows = [
-        np.zeros(256), np.full(256, 0.5), np.full(256, -0.25), np.full(256, 3e-8),
-        rng.standard_normal(256) * 1e-30, rng.standard_normal(256) * 1e-6, rng.standard_normal(256) * 1e3,
-        rng.standard_normal(256) * 1e4, np.where(rng.random(256) < 0.95, 0, rng.standard_normal(256)),
-        np.concatenate([np.zeros(128), rng.standard_normal(128)]), np.concatenate([rng.standard_normal(16), np.zeros(240)]),
-        np.arange(256) / 64 - 2, (np.arange(256) % 8 - 3.5) * 0.5, np.abs(rng.standard_normal(256)),
-        -np.abs(rng.standard_normal(256)), np.sign(rng.standard_normal(256)),
+        np.zeros(256),
+        np.full(256, 0.5),
+        np.full(256, -0.25),
+        np.full(256, 3e-8),
+        rng.standard_normal(256) * 1e-30,
+        rng.standard_normal(256) * 1e-6,
+        rng.standard_normal(256) * 1e3,
+        rng.standard_normal(256) * 1e4,
+        np.where(rng.random(256) < 0.95, 0, rng.standard_normal(256)),
+        np.concatenate([np.zeros(128), rng.standard_normal(128)]),
+        np.concatenate([rng.standard_normal(16), np.zeros(240)]),
+        np.arange(256) / 64 - 2,
+        (np.arange(256) % 8 - 3.5) * 0.5,
+        np.abs(rng.standard_normal(256)),
+        -np.abs(rng.standard_normal(256)),
+        np.sign(rng.standard_normal(256)),
     ]
     outliers = rng.standard_normal((32, 256)) * 0.02
     outliers[np.arange(32), rng.integers(0, 256, 32)] = rng.choice([-1, 1], 32) * rng.uniform(0.5, 20, 32)
@@ -234,10 +254,21 @@ def edge_case_weights(seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.peers
-@pytest.mark.parametrize("type_name, qtype", [("Q2_K", T.Q2_K), ("Q3_K_S", T.Q3_K), ("Q4_K_S", T.Q4_K),
-                                               ("Q5_K_S", T.Q5_K), ("Q6_K", T.Q6_K), ("Q8_0", T.Q8_0),
-                                               ("Q4_0", T.Q4_0), ("Q4_1", T.Q4_1), ("Q5_0", T.Q5_0),
-                                               ("Q5_1", T.Q5_1)])
+@pytest.mark.parametrize(
+    "type_name, qtype",
+    [
+        ("Q2_K", T.Q2_K),
+        ("Q3_K_S", T.Q3_K),
+        ("Q4_K_S", T.Q4_K),
+        ("Q5_K_S", T.Q5_K),
+        ("Q6_K", T.Q6_K),
+        ("Q8_0", T.Q8_0),
+        ("Q4_0", T.Q4_0),
+        ("Q4_1", T.Q4_1),
+        ("Q5_0", T.Q5_0),
+        ("Q5_1", T.Q5_1),
+    ],
+)
 def test_block_quantizers_match_llama_cpp_on_edge_cases(tiny_model, tmp_path_factory, type_name, qtype):
     """Zero, constant, tiny, huge, sparse and outlier blocks, quantized by llama.cpp with every tensor
     forced to one type (`pure`), against our quantizer on the same values."""
@@ -245,6 +276,7 @@ def test_block_quantizers_match_llama_cpp_on_edge_cases(tiny_model, tmp_path_fac
     base = tmp_path_factory.getbasetemp() / "edge-f32.gguf"
     edges = edge_case_weights()
     if not base.exists():
+
         def inject(tensors):
             import torch
 

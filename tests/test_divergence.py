@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from qwen3repro.divergence import Divergence, compare, mean_and_error, median, percentile
+from qwen3repro.accuracy.divergence import Divergence, compare, mean_and_error, median, percentile
 
 
 def test_a_distribution_against_itself_has_zero_kld_and_the_same_top_token_everywhere():

@@ -6,9 +6,11 @@ import gguf
 import numpy as np
 import pytest
 
-from qwen3repro.engine import Qwen3, rope_cos_sin
+from qwen3repro.convert.converter import convert
+from qwen3repro.engine.modeling import rope_cos_sin
+from qwen3repro.engine.qwen3 import Qwen3
+from qwen3repro.engine.weights import decode
 from qwen3repro.errors import UserError
-from qwen3repro.gguf_convert import convert
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,8 @@ def test_0_6b_shape_f32_equals_transformers_and_greedy_continuations_match(shape
     import torch
     from transformers import AutoModelForCausalLM
 
-    from qwen3repro.generate import Generator
-    from qwen3repro.sampler import PRESETS
+    from qwen3repro.engine.generate import Generator
+    from qwen3repro.engine.sampler import PRESETS
 
     path = tmp_path / "shape-F32.gguf"
     convert(shape_model, "F32", path)
@@ -70,8 +72,14 @@ def test_0_6b_shape_f32_equals_transformers_and_greedy_continuations_match(shape
     start = list(tokens[:32])
     ours = generator.generate(start, PRESETS["greedy"], max_new_tokens=64)
     with torch.no_grad():
-        out = reference.generate(torch.tensor([start]), do_sample=False, max_new_tokens=64, min_new_tokens=64,
-                                 eos_token_id=None, pad_token_id=151643)
+        out = reference.generate(
+            torch.tensor([start]),
+            do_sample=False,
+            max_new_tokens=64,
+            min_new_tokens=64,
+            eos_token_id=None,
+            pad_token_id=151643,
+        )
     assert ours.tokens == out[0, 32:].tolist()
 
 
@@ -85,10 +93,11 @@ def test_kv_cache_decode_equals_full_recompute(tiny_f32):
 
 def test_f32_weights_are_views_of_the_file(tiny_f32):
     model = Qwen3(tiny_f32, n_ctx=16)
-    assert not model.token_embd.flags.owndata and not model.layers[0].q_proj.flags.owndata
+    w = model.weights
+    assert not w.embed_tokens.flags.owndata and not w.layers[0].q_proj.flags.owndata
     # the converter writes q/k/v and gate/up side by side, so even the stacked matrices are views
-    assert not model.layers[0].qkv_proj.flags.owndata and not model.layers[0].gate_up_proj.flags.owndata
-    assert model.output is model.token_embd  # tied embeddings: no output tensor in the file
+    assert not w.layers[0].qkv_proj.flags.owndata and not w.layers[0].gate_up_proj.flags.owndata
+    assert w.lm_head is w.embed_tokens  # tied embeddings: no output tensor in the file
 
 
 def test_rope_angles_match_transformers_float32():
@@ -120,7 +129,7 @@ def test_bad_files_and_inputs_are_one_line_errors(tiny_f32, tmp_path):
     with pytest.raises(UserError, match="not a GGUF file"):
         Qwen3(not_gguf)
     truncated = tmp_path / "t.gguf"
-    truncated.write_bytes(tiny_f32.read_bytes()[: 20_000_000])
+    truncated.write_bytes(tiny_f32.read_bytes()[:20_000_000])
     with pytest.raises(UserError, match="outside the file|truncated"):
         Qwen3(truncated)
     model = Qwen3(tiny_f32, n_ctx=8)
@@ -142,6 +151,7 @@ def test_another_architecture_is_refused(tiny_f32, tmp_path):
 
 # ----------------------------------------------------------------------------- small hand-made files
 
+
 def write_small_qwen3(path, order=None, types=None, arch="qwen3", seed=0, drop=()):
     """A Qwen3 GGUF of 64 tokens and width 32, in any tensor order and types, through gguf-py."""
     rng = np.random.default_rng(seed)
@@ -149,10 +159,21 @@ def write_small_qwen3(path, order=None, types=None, arch="qwen3", seed=0, drop=(
     shapes = {"token_embd.weight": (vocab, d), "output_norm.weight": (d,)}
     for i in range(n_layers):
         b = f"blk.{i}."
-        shapes.update({b + "attn_norm.weight": (d,), b + "attn_q.weight": (n_heads * hd, d), b + "attn_k.weight": (n_kv * hd, d),
-                       b + "attn_v.weight": (n_kv * hd, d), b + "attn_q_norm.weight": (hd,), b + "attn_k_norm.weight": (hd,),
-                       b + "attn_output.weight": (d, n_heads * hd), b + "ffn_norm.weight": (d,), b + "ffn_gate.weight": (ffn, d),
-                       b + "ffn_up.weight": (ffn, d), b + "ffn_down.weight": (d, ffn)})
+        shapes.update(
+            {
+                b + "attn_norm.weight": (d,),
+                b + "attn_q.weight": (n_heads * hd, d),
+                b + "attn_k.weight": (n_kv * hd, d),
+                b + "attn_v.weight": (n_kv * hd, d),
+                b + "attn_q_norm.weight": (hd,),
+                b + "attn_k_norm.weight": (hd,),
+                b + "attn_output.weight": (d, n_heads * hd),
+                b + "ffn_norm.weight": (d,),
+                b + "ffn_gate.weight": (ffn, d),
+                b + "ffn_up.weight": (ffn, d),
+                b + "ffn_down.weight": (d, ffn),
+            }
+        )
     writer = gguf.GGUFWriter(path, arch)
     writer.add_block_count(n_layers)
     writer.add_context_length(128)
@@ -163,8 +184,10 @@ def write_small_qwen3(path, order=None, types=None, arch="qwen3", seed=0, drop=(
     writer.add_rope_freq_base(1e6)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_key_length(hd)
-    weights = {name: (1 + 0.1 * rng.standard_normal(s) if len(s) == 1 else 0.2 * rng.standard_normal(s)).astype(np.float32)
-               for name, s in sorted(shapes.items())}
+    weights = {
+        name: (1 + 0.1 * rng.standard_normal(s) if len(s) == 1 else 0.2 * rng.standard_normal(s)).astype(np.float32)
+        for name, s in sorted(shapes.items())
+    }
     for name in order or sorted(shapes):
         if name in drop:
             continue
@@ -183,13 +206,13 @@ def test_any_tensor_order_loads_the_same_model(tmp_path):
     """llama.cpp's own files order tensors by name: q/k/v apart, so the engine stacks copies."""
     sorted_path, forward_path = tmp_path / "sorted.gguf", tmp_path / "forward.gguf"
     weights = write_small_qwen3(sorted_path)
-    from qwen3repro.quant_plan import loader_order
+    from qwen3repro.convert.tensor_plan import loader_order
 
     write_small_qwen3(forward_path, order=loader_order(weights))
     a, b = Qwen3(sorted_path, n_ctx=32), Qwen3(forward_path, n_ctx=32)
-    assert a.layers[0].qkv_proj.flags.owndata and not b.layers[0].qkv_proj.flags.owndata
-    assert np.array_equal(a.layers[1].qkv_proj, b.layers[1].qkv_proj)
-    assert np.array_equal(a.layers[1].up_proj, weights["blk.1.ffn_up.weight"])
+    assert a.weights.layers[0].qkv_proj.flags.owndata and not b.weights.layers[0].qkv_proj.flags.owndata
+    assert np.array_equal(a.weights.layers[1].qkv_proj, b.weights.layers[1].qkv_proj)
+    assert np.array_equal(a.weights.layers[1].up_proj, weights["blk.1.ffn_up.weight"])
     tokens = [1, 5, 9, 63]
     assert np.array_equal(a.forward(tokens), b.forward(tokens))
 
@@ -197,8 +220,10 @@ def test_any_tensor_order_loads_the_same_model(tmp_path):
 def test_mixed_quant_types_dequantize_into_one_stacked_matrix(tmp_path):
     path = tmp_path / "mixed.gguf"
     Q8, Q4 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0
-    weights = write_small_qwen3(path, types={"blk.0.attn_q.weight": Q8, "blk.0.attn_v.weight": Q4, "token_embd.weight": Q8})
-    layer = Qwen3(path, n_ctx=8).layers[0]
+    weights = write_small_qwen3(
+        path, types={"blk.0.attn_q.weight": Q8, "blk.0.attn_v.weight": Q4, "token_embd.weight": Q8}
+    )
+    layer = Qwen3(path, n_ctx=8).weights.layers[0]
     expected_q = gguf.quants.dequantize(gguf.quants.quantize(weights["blk.0.attn_q.weight"], Q8), Q8)
     assert np.array_equal(layer.q_proj, expected_q)
     assert np.array_equal(layer.k_proj, weights["blk.0.attn_k.weight"])
@@ -252,4 +277,4 @@ def test_loader_fuzz_finds_only_one_line_errors(tmp_path):
 def test_float_casts_equal_gguf_py_dequantize(qtype):
     values = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32) * 10
     raw = gguf.quants.quantize(values, qtype).view(np.uint8).reshape(8, -1)
-    assert np.array_equal(Qwen3.decode(raw, qtype), gguf.quants.dequantize(raw, qtype))
+    assert np.array_equal(decode(raw, qtype), gguf.quants.dequantize(raw, qtype))

@@ -4,19 +4,23 @@ import json
 
 import pytest
 
-from qwen3repro import corpus
+from qwen3repro.accuracy.eval_text import text_of, write_corpus
 from qwen3repro.config import validate_config
 from qwen3repro.errors import UserError
-from qwen3repro.eval_corpus import text_of, write_corpus
+from qwen3repro.model import shakespeare
 
-WIKITEXT = {"source": "hub", "repo_id": "Salesforce/wikitext", "revision": "b08601e04326c79dfdd32d625aee71d232d685c3",
-            "filename": "wikitext-2-raw-v1/test-00000-of-00001.parquet"}
+WIKITEXT = {
+    "source": "hub",
+    "repo_id": "Salesforce/wikitext",
+    "revision": "b08601e04326c79dfdd32d625aee71d232d685c3",
+    "filename": "wikitext-2-raw-v1/test-00000-of-00001.parquet",
+}
 
 
 def test_offline_corpus_is_the_held_out_works_the_trained_model_never_saw():
-    train, held_out = corpus.split(10)
+    train, held_out = shakespeare.split(10)
     text = text_of({"source": "shakespeare", "held_out_every": 10})
-    assert text == corpus.joined(held_out)
+    assert text == shakespeare.joined(held_out)
     assert not any(t[:2000] in text for t in train.values())
 
 
@@ -45,8 +49,11 @@ def test_a_failed_download_is_one_line_pointing_at_the_offline_corpus(monkeypatc
         raise OSError("We couldn't connect to the Hub.\nmore detail")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(UserError, match=r"^cannot download Salesforce/wikitext/.*\(We couldn't connect to the Hub.\); "
-                                        r"offline, use the Shakespeare corpus"):
+    with pytest.raises(
+        UserError,
+        match=r"^cannot download Salesforce/wikitext/.*\(We couldn't connect to the Hub.\); "
+        r"offline, use the Shakespeare corpus",
+    ):
         text_of(WIKITEXT)
 
 

@@ -2,21 +2,23 @@
 
 import json
 
-import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_cli
-from qwen3repro.chat_template import render
+
+from qwen3repro.engine.chat_template import render
+from qwen3repro.engine.generate import Generator
+from qwen3repro.engine.sampler import PRESETS, SamplingParams
 from qwen3repro.errors import UserError
-from qwen3repro.generate import Generator
-from qwen3repro.sampler import PRESETS, SamplingParams
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2+2?"}],
-    [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"},
-     {"role": "assistant", "content": "<think>\nThe user greets.\n</think>\n\nHello! 你好"},
-     {"role": "user", "content": "Tell me more"}],
+    [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "<think>\nThe user greets.\n</think>\n\nHello! 你好"},
+        {"role": "user", "content": "Tell me more"},
+    ],
 ]
 
 
@@ -36,16 +38,24 @@ def hf_tokenizer(tiny_model):
 @pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
 def test_gguf_template_renders_as_transformers_apply_chat_template(generator, hf_tokenizer, conversation, thinking):
     messages = CONVERSATIONS[conversation]
-    expected = hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+    expected = hf_tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+    )
     assert generator.tokenizer.decode(generator.chat_prompt(messages, thinking=thinking)) == expected
-    assert generator.chat_prompt(messages, thinking=thinking) == hf_tokenizer(expected, add_special_tokens=False)["input_ids"]
+    assert (
+        generator.chat_prompt(messages, thinking=thinking)
+        == hf_tokenizer(expected, add_special_tokens=False)["input_ids"]
+    )
 
 
-@pytest.mark.parametrize("template", [
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ cycler.__init__.__globals__.os.popen('touch pwned').read() }}",
-    "{% set x = messages.append({'role': 'user', 'content': 'injected'}) %}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('touch pwned').read() }}",
+        "{% set x = messages.append({'role': 'user', 'content': 'injected'}) %}",
+    ],
+)
 def test_hostile_templates_are_refused_by_the_sandbox(template, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="refused by the sandbox"):
@@ -68,9 +78,15 @@ def test_greedy_64_tokens_equal_transformers_greedy(generator, tiny_model):
     ours = generator.generate(prompt, PRESETS["greedy"], max_new_tokens=64)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="eager")
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=64, min_new_tokens=64,
-                             eos_token_id=None, pad_token_id=151643)
-    reference = out[0, len(prompt):].tolist()
+        out = model.generate(
+            torch.tensor([prompt]),
+            do_sample=False,
+            max_new_tokens=64,
+            min_new_tokens=64,
+            eos_token_id=None,
+            pad_token_id=151643,
+        )
+    reference = out[0, len(prompt) :].tolist()
     assert ours.stop_reason == "max_new_tokens" and len(ours.tokens) == 64
     assert ours.tokens == reference
 
@@ -80,14 +96,19 @@ def test_same_seed_gives_the_same_tokens(generator):
     params = SamplingParams(temperature=1.0, top_k=50, top_p=0.9, seed=7)
     a = generator.generate(prompt, params, max_new_tokens=24).tokens
     b = generator.generate(prompt, params, max_new_tokens=24).tokens
-    c = generator.generate(prompt, SamplingParams(temperature=1.0, top_k=50, top_p=0.9, seed=8), max_new_tokens=24).tokens
+    c = generator.generate(
+        prompt, SamplingParams(temperature=1.0, top_k=50, top_p=0.9, seed=8), max_new_tokens=24
+    ).tokens
     assert a == b and a != c
 
 
 def test_next_turn_reuses_the_cached_prefix_and_matches_a_fresh_run(generator, tiny_f32):
     first = generator.chat_prompt(CONVERSATIONS[1], thinking=False)
     answer = generator.generate(first, PRESETS["greedy"], max_new_tokens=12)
-    follow_up = CONVERSATIONS[1] + [{"role": "assistant", "content": answer.text}, {"role": "user", "content": "And 3+3?"}]
+    follow_up = CONVERSATIONS[1] + [
+        {"role": "assistant", "content": answer.text},
+        {"role": "user", "content": "And 3+3?"},
+    ]
     second = generator.chat_prompt(follow_up, thinking=False)
     reused = generator.generate(second, PRESETS["greedy"], max_new_tokens=12)
     assert reused.reused_tokens >= len(first) - 6  # all but the empty think block of the generation prompt
@@ -115,6 +136,7 @@ def test_a_prompt_longer_than_the_context_is_refused(tiny_f32):
 
 # ----------------------------------------------------------------------------- commands
 
+
 def test_tokenize_prints_ids_and_pieces(tiny_f32, tmp_path):
     proc = run_cli("tokenize", "--model", str(tiny_f32), "--text", "Hello world<|im_end|>")
     assert proc.returncode == 0, proc.stderr
@@ -127,8 +149,21 @@ def test_tokenize_prints_ids_and_pieces(tiny_f32, tmp_path):
 
 
 def test_generate_json_reports_tokens_text_stop_reason_and_timings(tiny_f32):
-    proc = run_cli("generate", "--model", str(tiny_f32), "--prompt", "To be", "--chat", "--thinking", "off",
-                   "--temperature", "0", "--max-new-tokens", "5", "--json")
+    proc = run_cli(
+        "generate",
+        "--model",
+        str(tiny_f32),
+        "--prompt",
+        "To be",
+        "--chat",
+        "--thinking",
+        "off",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert len(out["tokens"]) == 5 and out["stop_reason"] == "max_new_tokens" and isinstance(out["text"], str)
@@ -140,21 +175,42 @@ def test_chat_streams_answers_and_reuses_the_prefix_across_turns(tiny_f32):
 
     from conftest import BIN, REPO
 
-    proc = subprocess.run([str(BIN / "qwen3repro"), "chat", "--model", str(tiny_f32), "--system", "Be brief.",
-                           "--thinking", "off", "--max-new-tokens", "6", "--seed", "3"],
-                          input="Hello\nAgain\n/exit\n", capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            str(BIN / "qwen3repro"),
+            "chat",
+            "--model",
+            str(tiny_f32),
+            "--system",
+            "Be brief.",
+            "--thinking",
+            "off",
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "3",
+        ],
+        input="Hello\nAgain\n/exit\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     stats = [line for line in proc.stderr.splitlines() if line.startswith("[prompt")]
     assert len(stats) == 2 and "(0 reused)" in stats[0] and "(0 reused)" not in stats[1]
     assert "tok/s" in stats[1] and "first token" in stats[1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--temperature", "-1"], "temperature must be >= 0"),
-    (["--top-p", "1.5"], "top-p must be in (0, 1]"),
-    (["--top-k", "-2"], "top-k must be >= 0"),
-    (["--n-ctx", "4", "--prompt", "a b c d e f g h"], "the context holds 4"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--top-p", "1.5"], "top-p must be in (0, 1]"),
+        (["--top-k", "-2"], "top-k must be >= 0"),
+        (["--n-ctx", "4", "--prompt", "a b c d e f g h"], "the context holds 4"),
+    ],
+)
 def test_generate_bad_values_are_one_line_errors(tiny_f32, args, message):
     base = ["generate", "--model", str(tiny_f32)]
     proc = run_cli(*base, *(args if "--prompt" in args else args + ["--prompt", "hi"]))

@@ -6,8 +6,8 @@ import gguf
 import numpy as np
 import pytest
 
+from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
-from qwen3repro.gguf_file import GGUFFile
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,11 @@ def small_gguf(tmp_path_factory):
     writer.add_bool("tokenizer.ggml.add_bos_token", False)
     rng = np.random.default_rng(0)
     writer.add_tensor("token_embd.weight", rng.standard_normal((4, 64)).astype(np.float32))
-    writer.add_tensor("blk.0.attn_q.weight", gguf.quants.quantize(rng.standard_normal((8, 64)).astype(np.float32),
-                                                                  gguf.GGMLQuantizationType.Q8_0),
-                      raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor(
+        "blk.0.attn_q.weight",
+        gguf.quants.quantize(rng.standard_normal((8, 64)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0),
+        raw_dtype=gguf.GGMLQuantizationType.Q8_0,
+    )
     writer.add_tensor("output_norm.weight", np.ones(64, np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -76,9 +78,9 @@ def test_fuzzed_files_raise_only_one_line_errors(small_gguf, tmp_path):
             if choice < 0.6:
                 mutated[i] = rng.randrange(256)
             elif choice < 0.8:
-                mutated[i:i + 8] = rng.randbytes(8) if rng.random() < 0.5 else b"\xff" * 8
+                mutated[i : i + 8] = rng.randbytes(8) if rng.random() < 0.5 else b"\xff" * 8
             else:
-                del mutated[i:i + rng.randint(1, 16)]
+                del mutated[i : i + rng.randint(1, 16)]
         bad.write_bytes(bytes(mutated))
         try:
             with GGUFFile(bad) as f:

@@ -3,22 +3,20 @@
 from pathlib import Path
 
 import pytest
-
-import qwen3repro
+from test_tokenizer import TEXTS, fuzz_texts, shakespeare_sample
 from tokenizers import Tokenizer as HFTokenizer
 
+import qwen3repro
+from qwen3repro.convert.reader import GGUFFile
+from qwen3repro.engine.tokenizer import Tokenizer
 from qwen3repro.errors import UserError
-from qwen3repro.gguf_file import GGUFFile
-from qwen3repro.tokenizer import Tokenizer
-
-from test_tokenizer import TEXTS, fuzz_texts, shakespeare_sample
 
 CHINESE = (
     "子曰：学而时习之，不亦说乎？有朋自远方来，不亦乐乎？人不知而不愠，不亦君子乎？\n"
     "深度学习模型的量化可以显著减少内存占用，同时保持较高的精度。我们在中央处理器上运行推理。\n"
     "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 )
-CODE = "".join(p.read_text("utf-8") for p in sorted(Path(qwen3repro.__file__).parent.glob("*.py")))
+CODE = "".join(p.read_text("utf-8") for p in sorted(Path(qwen3repro.__file__).parent.rglob("*.py")))
 SPECIALS = (
     "<|im_start|>user\nplease <think>reason</think> then<|im_end|><|endoftext|><tool_call>{}</tool_call>"
     " <|fim_prefix|>a<|fim_suffix|>b<|fim_middle|> [PAD151700] <|im_start <|im_end|>|> <<|im_end|>>"
@@ -38,7 +36,14 @@ def reference(tiny_model) -> HFTokenizer:
 
 def corpus() -> str:
     """Several MB: Shakespeare, Chinese, code, emoji, whitespace runs and special-token strings."""
-    parts = [shakespeare_sample(4_000_000), CHINESE * 200, CODE * 20, SPECIALS * 50, *TEXTS * 20, *fuzz_texts(2000, seed=5)]
+    parts = [
+        shakespeare_sample(4_000_000),
+        CHINESE * 200,
+        CODE * 20,
+        SPECIALS * 50,
+        *TEXTS * 20,
+        *fuzz_texts(2000, seed=5),
+    ]
     return "\n".join(parts)
 
 
@@ -54,8 +59,9 @@ def test_ids_equal_hugging_face_tokenizers_on_a_several_mb_corpus(ours, referenc
 @pytest.mark.parametrize("text", TEXTS + [CHINESE, SPECIALS] + fuzz_texts(100, seed=9))
 def test_ids_equal_hugging_face_tokenizers_on_edge_cases(ours, reference, text):
     assert ours.encode(text) == reference.encode(text, add_special_tokens=False).ids
-    assert ours.decode(ours.encode(text)) == reference.decode(reference.encode(text, add_special_tokens=False).ids,
-                                                               skip_special_tokens=False)
+    assert ours.decode(ours.encode(text)) == reference.decode(
+        reference.encode(text, add_special_tokens=False).ids, skip_special_tokens=False
+    )
 
 
 def test_known_ids_and_special_tokens_inside_text(ours):

@@ -9,9 +9,9 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pytest
-
 from conftest import SHARED_REFERENCE
-from qwen3repro import architecture, hf_tokenizer, synthetic
+
+from qwen3repro.model import architecture, synthetic, tokenizer_files
 
 CONVERSATIONS = {
     "system_user": [
@@ -34,15 +34,21 @@ def test_chat_template_is_the_official_one_byte_for_byte():
     reference = SHARED_REFERENCE / "qwen3-chat-template.jinja"
     if not reference.is_file():
         pytest.skip(f"{reference} not present")
-    assert hf_tokenizer.chat_template().encode() == reference.read_bytes()
+    assert tokenizer_files.chat_template().encode() == reference.read_bytes()
 
 
 def test_model_dir_files(tiny_model: Path):
     names = {p.name for p in tiny_model.iterdir()}
-    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-            "model.safetensors", "manifest.json"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+        "manifest.json",
+    } <= names
     config = json.loads((tiny_model / "tokenizer_config.json").read_text())
-    assert config["chat_template"] == hf_tokenizer.chat_template()
+    assert config["chat_template"] == tokenizer_files.chat_template()
     manifest = json.loads((tiny_model / "manifest.json").read_text())
     assert manifest["source"] == "synthetic" and manifest["seed"] == 0
     assert set(manifest["files"]) == names - {"manifest.json"}
@@ -72,8 +78,13 @@ print(json.dumps(out))
 def loaded(tiny_model: Path) -> dict:
     """Load the model and tokenizer with transformers in a fresh process that cannot reach the Hub."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", LOAD_AND_RENDER, str(tiny_model), json.dumps(CONVERSATIONS)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_RENDER, str(tiny_model), json.dumps(CONVERSATIONS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -91,11 +102,11 @@ def test_transformers_loads_the_synthetic_model_offline(loaded):
 @pytest.mark.parametrize("name", CONVERSATIONS)
 @pytest.mark.parametrize("thinking", [True, False])
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_apply_chat_template_equals_jinja2_rendering_of_the_reference(loaded, name, thinking,
-                                                                       add_generation_prompt):
+def test_apply_chat_template_equals_jinja2_rendering_of_the_reference(loaded, name, thinking, add_generation_prompt):
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    expected = env.from_string(hf_tokenizer.chat_template()).render(
-        messages=CONVERSATIONS[name], add_generation_prompt=add_generation_prompt, enable_thinking=thinking)
+    expected = env.from_string(tokenizer_files.chat_template()).render(
+        messages=CONVERSATIONS[name], add_generation_prompt=add_generation_prompt, enable_thinking=thinking
+    )
     assert loaded["rendered"][f"{name}/{thinking}/{add_generation_prompt}"] == expected
 
 
@@ -116,16 +127,48 @@ def test_0_6b_shape_is_exactly_qwen3_0_6b():
     arch = architecture.PRESETS["qwen3-0.6b-shape"]
     assert architecture.n_parameters(arch) == 596_049_920
     config = architecture.config_json(arch)
-    assert {k: config[k] for k in (
-        "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-        "intermediate_size", "hidden_act", "rope_theta", "rope_scaling", "rms_norm_eps", "vocab_size",
-        "tie_word_embeddings", "max_position_embeddings", "attention_bias", "bos_token_id",
-        "eos_token_id", "torch_dtype", "model_type")} == {
-        "hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
-        "head_dim": 128, "intermediate_size": 3072, "hidden_act": "silu", "rope_theta": 1000000,
-        "rope_scaling": None, "rms_norm_eps": 1e-6, "vocab_size": 151936, "tie_word_embeddings": True,
-        "max_position_embeddings": 40960, "attention_bias": False, "bos_token_id": 151643,
-        "eos_token_id": 151645, "torch_dtype": "bfloat16", "model_type": "qwen3"}
+    assert {
+        k: config[k]
+        for k in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "intermediate_size",
+            "hidden_act",
+            "rope_theta",
+            "rope_scaling",
+            "rms_norm_eps",
+            "vocab_size",
+            "tie_word_embeddings",
+            "max_position_embeddings",
+            "attention_bias",
+            "bos_token_id",
+            "eos_token_id",
+            "torch_dtype",
+            "model_type",
+        )
+    } == {
+        "hidden_size": 1024,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": 3072,
+        "hidden_act": "silu",
+        "rope_theta": 1000000,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 40960,
+        "attention_bias": False,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "torch_dtype": "bfloat16",
+        "model_type": "qwen3",
+    }
     assert config["architectures"] == ["Qwen3ForCausalLM"]
 
 

@@ -6,8 +6,13 @@ import math
 import numpy as np
 import pytest
 
+from qwen3repro.accuracy.perplexity import engine_logits, llama_cpp_logits, score_chunks
 from qwen3repro.errors import UserError
-from qwen3repro.perplexity import engine_logits, llama_cpp_logits, perplexity
+
+
+def perplexity(logits_of, tokens, n_ctx):
+    """The pipeline's scoring loop on logits that a test makes for the whole chunk."""
+    return score_chunks(lambda chunk, first: logits_of(chunk)[first:], tokens, n_ctx)[0]
 
 
 def test_uniform_logits_give_the_vocabulary_size_with_no_error():
@@ -25,6 +30,7 @@ def test_only_the_second_half_of_each_chunk_is_scored_and_the_remainder_is_dropp
             logits[np.arange(len(chunk) - 1), chunk[1:]] = 100.0  # every next token predicted for sure
             logits[:position] = 0.0  # ... except in the first half, which must not count
             return logits
+
         return logits_of
 
     assert perplexity(certain_from(5), tokens, n_ctx=10).ppl == pytest.approx(1.0)
@@ -51,30 +57,31 @@ def test_a_text_shorter_than_two_contexts_is_refused():
 
 def test_f32_perplexity_equals_llama_cpps_on_the_same_chunks(tiny_f32):
     pytest.importorskip("llama_cpp", reason="the peers extra (llama-cpp-python) is not installed")
-    from qwen3repro import corpus, peers
-    from qwen3repro.engine import Qwen3
-    from qwen3repro.gguf_file import GGUFFile
-    from qwen3repro.tokenizer import Tokenizer
+    from qwen3repro import llamacpp
+    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.engine.qwen3 import Qwen3
+    from qwen3repro.engine.tokenizer import Tokenizer
+    from qwen3repro.model import shakespeare
 
     with GGUFFile(tiny_f32) as f:
         tokenizer = Tokenizer.from_gguf(f)
-    _, held_out = corpus.split()
+    _, held_out = shakespeare.split()
     tokens = np.array(tokenizer.encode(next(iter(held_out.values()))[:20_000]))[: 3 * 128]
-    ours = perplexity(engine_logits(Qwen3(tiny_f32, n_ctx=128)), tokens, n_ctx=128)
-    theirs = perplexity(llama_cpp_logits(peers.load(tiny_f32, n_ctx=128)), tokens, n_ctx=128)
+    ours, _ = score_chunks(engine_logits(Qwen3(tiny_f32, n_ctx=128)), tokens, n_ctx=128)
+    theirs, _ = score_chunks(llama_cpp_logits(llamacpp.load(tiny_f32, n_ctx=128)), tokens, n_ctx=128)
     assert ours.count == theirs.count == 3 * 63
     assert abs(ours.ppl / theirs.ppl - 1) < 1e-3
 
 
 def long_text():
-    from qwen3repro import corpus
+    from qwen3repro.model import shakespeare
 
-    _, held_out = corpus.split()
+    _, held_out = shakespeare.split()
     return next(iter(held_out.values()))[:30_000]
 
 
 def test_kld_of_f32_against_itself_is_zero_with_the_same_top_token_everywhere(tiny_f32):
-    from qwen3repro.perplexity import perplexity_and_kld
+    from qwen3repro.accuracy.perplexity import perplexity_and_kld
 
     result = perplexity_and_kld(tiny_f32, tiny_f32, long_text(), n_ctx=64, max_chunks=3)
     k, p = result["kld"], result["perplexity"]
@@ -84,8 +91,8 @@ def test_kld_of_f32_against_itself_is_zero_with_the_same_top_token_everywhere(ti
 
 
 def test_a_quantized_file_has_positive_kld_and_its_own_perplexity(tiny_model, tiny_f32, tmp_path):
-    from qwen3repro.gguf_convert import convert
-    from qwen3repro.perplexity import perplexity_and_kld
+    from qwen3repro.accuracy.perplexity import perplexity_and_kld
+    from qwen3repro.convert.converter import convert
 
     q4 = tmp_path / "q4.gguf"
     convert(tiny_model, "Q4_0", q4, name="qwen3-tiny")
@@ -97,7 +104,7 @@ def test_a_quantized_file_has_positive_kld_and_its_own_perplexity(tiny_model, ti
 
 
 def test_missing_base_file_and_short_corpus_are_one_line_errors(tiny_f32, tmp_path):
-    from qwen3repro.perplexity import perplexity_and_kld
+    from qwen3repro.accuracy.perplexity import perplexity_and_kld
 
     with pytest.raises(UserError, match="none.gguf: cannot open"):
         perplexity_and_kld(tiny_f32, tmp_path / "none.gguf", long_text(), n_ctx=64)
@@ -110,16 +117,31 @@ def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_inp
 
     text = tmp_path / "text.txt"
     text.write_text(long_text())
-    proc = run_cli("perplexity", "--model", str(tiny_f32), "--base", str(tiny_f32), "-f", str(text), "-c", "64",
-                   "--chunks", "2", "--json", str(tmp_path / "out.json"))
+    proc = run_cli(
+        "perplexity",
+        "--model",
+        str(tiny_f32),
+        "--base",
+        str(tiny_f32),
+        "-f",
+        str(text),
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+        "--json",
+        str(tmp_path / "out.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Final estimate: PPL = " in proc.stdout and "Mean    KLD:   0.000000" in proc.stdout
     assert json.loads((tmp_path / "out.json").read_text())["perplexity"]["n_chunks"] == 2
     short = tmp_path / "short.txt"
     short.write_text("To be, or not to be.")
-    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "-f", str(short)),
-                          "needs at least 1024")
-    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "--base", str(tmp_path / "F32.gguf"),
-                                  "-f", str(text)), "F32.gguf: cannot open")
-    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "-f", str(tmp_path / "none.txt")),
-                          "none.txt: no such text file")
+    assert_one_line_error(run_cli("perplexity", "--model", str(tiny_f32), "-f", str(short)), "needs at least 1024")
+    assert_one_line_error(
+        run_cli("perplexity", "--model", str(tiny_f32), "--base", str(tmp_path / "F32.gguf"), "-f", str(text)),
+        "F32.gguf: cannot open",
+    )
+    assert_one_line_error(
+        run_cli("perplexity", "--model", str(tiny_f32), "-f", str(tmp_path / "none.txt")), "none.txt: no such text file"
+    )

@@ -8,7 +8,7 @@ import pytest
 
 from qwen3repro.config import load_config
 from qwen3repro.errors import UserError
-from qwen3repro.report import write_report
+from qwen3repro.report.page import write_report
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +26,19 @@ def chromium():
         pytest.skip("selenium is not installed (the test extra)")
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (browser and driver):
-        pytest.skip("headless Chromium is not installed: apt-get install chromium chromium-driver "
-                    "(make test does this where it runs as root)")
+        pytest.skip(
+            "headless Chromium is not installed: apt-get install chromium chromium-driver "
+            "(make test does this where it runs as root)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1300,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1300,1000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
@@ -43,7 +51,8 @@ def test_page_renders_in_headless_chromium_with_every_image_and_no_console_error
     try:
         browser.get(page.as_uri())
         images = browser.execute_script(
-            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+        )
         errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         height = browser.execute_script("return document.body.scrollHeight")
         browser.set_window_size(1300, min(height, 12000))

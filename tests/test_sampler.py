@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from qwen3repro.engine.sampler import PRESETS, Sampler, SamplingParams, apply_penalties, filter_distribution, preset
 from qwen3repro.errors import UserError
-from qwen3repro.sampler import PRESETS, Sampler, SamplingParams, apply_penalties, filter_distribution, preset
 
 
 def logits(seed: int = 0, n: int = 1000) -> np.ndarray:
@@ -25,7 +25,14 @@ def test_temperature_zero_and_top_k_one_are_argmax():
 
 def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p():
     x = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05]))
-    for p, expected in [(0.5, [0]), (0.51, [0, 1]), (0.7, [0, 1]), (0.71, [0, 1, 2]), (0.9, [0, 1, 2, 3]), (1.0, [0, 1, 2, 3, 4])]:
+    for p, expected in [
+        (0.5, [0]),
+        (0.51, [0, 1]),
+        (0.7, [0, 1]),
+        (0.71, [0, 1, 2]),
+        (0.9, [0, 1, 2, 3]),
+        (1.0, [0, 1, 2, 3, 4]),
+    ]:
         d = filter_distribution(x, SamplingParams(temperature=1.0, top_k=0, top_p=p))
         assert sorted(d.ids.tolist()) == expected, p
         assert np.isclose(d.probs.sum(), 1.0)
@@ -46,8 +53,10 @@ def test_top_k_keeps_the_k_most_likely():
 
 def test_raising_temperature_raises_entropy():
     x = logits(4)
-    entropies = [entropy(filter_distribution(x, SamplingParams(temperature=t, top_k=0, top_p=1.0)).probs)
-                 for t in (0.2, 0.5, 1.0, 1.5, 3.0)]
+    entropies = [
+        entropy(filter_distribution(x, SamplingParams(temperature=t, top_k=0, top_p=1.0)).probs)
+        for t in (0.2, 0.5, 1.0, 1.5, 3.0)
+    ]
     assert all(a < b for a, b in zip(entropies, entropies[1:])), entropies
 
 
@@ -79,20 +88,25 @@ def test_penalties_lower_repeated_tokens():
 
 
 def test_qwen3_presets():
-    assert PRESETS["thinking"].temperature == 0.6 and PRESETS["thinking"].top_p == 0.95 and PRESETS["thinking"].top_k == 20
+    assert (
+        PRESETS["thinking"].temperature == 0.6 and PRESETS["thinking"].top_p == 0.95 and PRESETS["thinking"].top_k == 20
+    )
     assert PRESETS["non-thinking"].temperature == 0.7 and PRESETS["non-thinking"].top_p == 0.8
     assert preset("thinking", top_p=0.5).top_p == 0.5
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(temperature=-0.1), "temperature must be >= 0"),
-    (dict(top_p=0.0), "top-p must be in"),
-    (dict(top_p=1.5), "top-p must be in"),
-    (dict(top_k=-1), "top-k must be >= 0"),
-    (dict(min_p=2.0), "min-p must be in"),
-    (dict(temperature=float("nan")), "temperature must be a finite number"),
-    (dict(repetition_penalty=0.0), "repetition penalty must be > 0"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(temperature=-0.1), "temperature must be >= 0"),
+        (dict(top_p=0.0), "top-p must be in"),
+        (dict(top_p=1.5), "top-p must be in"),
+        (dict(top_k=-1), "top-k must be >= 0"),
+        (dict(min_p=2.0), "min-p must be in"),
+        (dict(temperature=float("nan")), "temperature must be a finite number"),
+        (dict(repetition_penalty=0.0), "repetition penalty must be > 0"),
+    ],
+)
 def test_invalid_values_are_one_line_errors(bad, message):
     with pytest.raises(UserError, match=message):
         SamplingParams(**bad)

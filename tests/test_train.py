@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from qwen3repro import corpus
 from qwen3repro.errors import UserError
-from qwen3repro.train import DEFAULTS, check_settings, learning_rate, output_cross_entropy, train
+from qwen3repro.model import shakespeare
+from qwen3repro.model.train import DEFAULTS, check_settings, learning_rate, output_cross_entropy, train
 
 QUICK = dict(steps=3, batch_size=2, seq_len=16, warmup_steps=1, eval_every=2, eval_windows=3, threads=1)
 
@@ -33,17 +33,20 @@ def test_learning_rate_warms_up_then_decays_to_its_floor():
 
 
 def test_held_out_works_are_never_trained_on_and_first_folio_copies_are_left_out():
-    train_works, held_out = corpus.split(10)
+    train_works, held_out = shakespeare.split(10)
     assert held_out and train_works and not (set(held_out) & set(train_works))
     assert len(held_out) == len(range(0, len(train_works) + len(held_out), 10))
-    files = {p.name for p in corpus.texts_dir().glob("*.txt")}
+    files = {p.name for p in shakespeare.texts_dir().glob("*.txt")}
     assert all(f"{name}_gut.txt" in files for name in [*train_works, *held_out])  # modern editions only
     assert len(files) > 2 * len(train_works)  # the package's First Folio copies are there, and left out
 
 
 def test_gutenberg_header_and_footer_are_stripped():
-    text = "Header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nTo be.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicense"
-    assert corpus.strip_gutenberg(text) == "To be.\n"
+    text = (
+        "Header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nTo be.\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicense"
+    )
+    assert shakespeare.strip_gutenberg(text) == "To be.\n"
 
 
 def digest(path) -> str:
@@ -58,7 +61,9 @@ def test_the_same_seed_gives_bitwise_the_same_weights_and_curve(tmp_path):
     rb = train(b, "qwen3-shakespeare", None, 0, QUICK)
     rc = train(c, "qwen3-shakespeare", None, 1, QUICK)
     assert digest(a) == digest(b) != digest(c)
-    assert (a / "training_curve.csv").read_text().split("seconds")[0] == (b / "training_curve.csv").read_text().split("seconds")[0]
+    assert (a / "training_curve.csv").read_text().split("seconds")[0] == (b / "training_curve.csv").read_text().split(
+        "seconds"
+    )[0]
     curve_a = np.genfromtxt(a / "training_curve.csv", delimiter=",", names=True)
     curve_b = np.genfromtxt(b / "training_curve.csv", delimiter=",", names=True)
     assert np.array_equal(curve_a["held_out_loss"], curve_b["held_out_loss"])
@@ -83,9 +88,9 @@ def test_a_zero_budget_in_the_config_is_refused_before_anything_runs(tmp_path, r
 
 
 def test_engine_and_transformers_agree_with_the_trainers_held_out_loss(tmp_path):
-    from qwen3repro.gguf_convert import convert
-    from qwen3repro.scoring import engine_cross_entropy, transformers_cross_entropy
-    from qwen3repro.train import held_out_set
+    from qwen3repro.accuracy.scoring import engine_cross_entropy, transformers_cross_entropy
+    from qwen3repro.convert.converter import convert
+    from qwen3repro.model.train import held_out_set
 
     model = tmp_path / "m"
     model.mkdir()

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import BIN, run_snakemake
 
 
 def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "snakemake"), "-s", str(repo / "Snakefile"), "-d", str(workdir), "--cores", "2", *args],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -41,8 +42,9 @@ def test_bad_config_stops_snakemake_with_one_line(repo, tmp_path):
     proc = snakemake(repo, tmp_path, "-n", "--configfile", str(bad))
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert lines == ["qwen3repro: error: config: models.m.source: 'synthetik' is not one of "
-                     "['hub', 'local', 'synthetic', 'trained']"]
+    assert lines == [
+        "qwen3repro: error: config: models.m.source: 'synthetik' is not one of ['hub', 'local', 'synthetic', 'trained']"
+    ]
 
 
 def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_run):
@@ -105,5 +107,7 @@ def test_check_gate_runs_on_qwen3_tiny_and_fails_the_run_when_a_file_drifts(repo
     proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("qwen3repro: error:")]
-    assert len(errors) == 1 and errors[0].startswith("qwen3repro: error: qwen3-tiny F32: accuracy check failed: max_abs_dlogit")
+    assert len(errors) == 1 and errors[0].startswith(
+        "qwen3repro: error: qwen3-tiny F32: accuracy check failed: max_abs_dlogit"
+    )
     assert not (tmp_path / "results" / "check" / "qwen3-tiny" / "F32.json").exists()

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from qwen3repro.errors import UserError
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -24,8 +24,8 @@ def _pick_model(config: dict, name: str | None, config_path: str) -> str:
 
 
 def cmd_get_model(args: argparse.Namespace) -> None:
-    from .config import load_config
-    from .sources import materialize
+    from qwen3repro.config import load_config
+    from qwen3repro.model.sources import materialize
 
     config = load_config(args.config)
     name = _pick_model(config, args.model, args.config)
@@ -37,15 +37,17 @@ def cmd_get_model(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from .gguf_convert import convert
+    from qwen3repro.convert.converter import convert
 
     manifest = convert(args.model, args.type, args.out, force=args.force, name=args.name, threads=args.threads)
-    print(f"{args.out}: {manifest['file_type']}, {manifest['size'] / 2**20:.1f} MiB, "
-          f"{manifest['bits_per_weight']:.2f} bits per weight, {manifest['seconds']:.1f} s")
+    print(
+        f"{args.out}: {manifest['file_type']}, {manifest['size'] / 2**20:.1f} MiB, "
+        f"{manifest['bits_per_weight']:.2f} bits per weight, {manifest['seconds']:.1f} s"
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from qwen3repro.config import load_config
 
     config = load_config(args.config)
     print(f"{args.config}: valid; models: {', '.join(config['models'])}")
@@ -58,32 +60,48 @@ def _on_off(value: str) -> bool:
 
 
 def _sampling(args: argparse.Namespace, thinking: bool):
-    from .sampler import preset
+    from qwen3repro.engine.sampler import preset
 
     name = args.preset or ("thinking" if thinking else "non-thinking")
-    return preset(name, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                  presence_penalty=args.presence_penalty, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    return preset(
+        name,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        presence_penalty=args.presence_penalty,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
 
 
 def _generator(args: argparse.Namespace):
-    from .generate import Generator
-    from .threads import limit_threads
+    from qwen3repro.engine.generate import Generator
+    from qwen3repro.threads import limit_threads
 
     limit_threads(args.threads)
     return Generator.from_gguf(args.model, n_ctx=args.n_ctx)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from . import chat
+    from qwen3repro.engine import chat
 
     params = _sampling(args, args.thinking)  # checked before the model loads
     generator = _generator(args)
-    print(f"{args.model}: {generator.model.config.num_hidden_layers} layers, context {generator.model.n_ctx}; "
-          f"thinking {'on' if args.thinking else 'off'}, multi-turn {'on' if args.multi_turn else 'off'}, "
-          f"temperature {params.temperature}, top-p {params.top_p}, top-k {params.top_k}; /exit or Ctrl-D ends",
-          file=sys.stderr)
-    chat.run(generator, params, system=args.system, thinking=args.thinking, multi_turn=args.multi_turn,
-             max_new_tokens=args.max_new_tokens)
+    print(
+        f"{args.model}: {generator.model.config.num_hidden_layers} layers, context {generator.model.n_ctx}; "
+        f"thinking {'on' if args.thinking else 'off'}, multi-turn {'on' if args.multi_turn else 'off'}, "
+        f"temperature {params.temperature}, top-p {params.top_p}, top-k {params.top_k}; /exit or Ctrl-D ends",
+        file=sys.stderr,
+    )
+    chat.run(
+        generator,
+        params,
+        system=args.system,
+        thinking=args.thinking,
+        multi_turn=args.multi_turn,
+        max_new_tokens=args.max_new_tokens,
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -92,7 +110,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     params = _sampling(args, args.thinking if args.chat else False)
     generator = _generator(args)
     if args.chat:
-        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+            {"role": "user", "content": args.prompt}
+        ]
         prompt = generator.chat_prompt(messages, thinking=args.thinking)
     else:
         prompt = generator.tokenizer.encode(args.prompt)
@@ -101,8 +121,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    result = generator.generate(prompt, params, max_new_tokens=args.max_new_tokens, on_token=None if args.json else show,
-                                banned=generator.thinking_ban(args.thinking or not args.chat))
+    result = generator.generate(
+        prompt,
+        params,
+        max_new_tokens=args.max_new_tokens,
+        on_token=None if args.json else show,
+        banned=generator.thinking_ban(args.thinking or not args.chat),
+    )
     if args.json:
         print(json.dumps({"prompt_ids": prompt, **result.as_dict()}, ensure_ascii=False))
     else:
@@ -113,13 +138,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_tokenize(args: argparse.Namespace) -> None:
     import json
 
-    from .gguf_file import GGUFFile
-    from .tokenizer import Tokenizer
+    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.engine.tokenizer import Tokenizer
 
     with GGUFFile(args.model) as f:
         tokenizer = Tokenizer.from_gguf(f)
         if args.chat:
-            from . import chat_template
+            from qwen3repro.engine import chat_template
 
             try:
                 messages = json.loads(Path(args.chat).read_text("utf-8"))
@@ -128,9 +153,14 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
             template = f.fields.get("tokenizer.chat_template")
             if not template:
                 raise UserError(f"{args.model}: no tokenizer.chat_template in the metadata")
-            text = chat_template.render(template, messages, add_generation_prompt=True, enable_thinking=args.thinking,
-                                        special_tokens=chat_template.special_tokens(f.fields, tokenizer.tokens),
-                                        messages_from=args.chat)
+            text = chat_template.render(
+                template,
+                messages,
+                add_generation_prompt=True,
+                enable_thinking=args.thinking,
+                special_tokens=chat_template.special_tokens(f.fields, tokenizer.tokens),
+                messages_from=args.chat,
+            )
         elif args.file:
             try:
                 text = Path(args.file).read_text("utf-8")
@@ -151,42 +181,55 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import json
 
-    from . import bench
-    from .fsutil import check_writable_target, write_text_atomic
+    from qwen3repro.bench.measure import as_records, bench
+    from qwen3repro.bench.runtimes import ENGINES
+    from qwen3repro.bench.tables import format_summary, ratios, summary_table
+    from qwen3repro.bench.worker import measure_bandwidth
+    from qwen3repro.fsutil import check_writable_target, write_text_atomic
 
     if args.json:  # before minutes of measuring, not after
         check_writable_target(Path(args.json), args.force)
-
     context = None
     if args.gguf:
-        from .gguf_file import GGUFFile
+        from qwen3repro.convert.reader import GGUFFile
 
         with GGUFFile(args.gguf) as f:
             context = f.fields.get("qwen3.context_length")
     engines = {}
     for engine in args.engines:
-        if engine not in bench.ENGINES:
-            raise UserError(f"unknown engine {engine!r}; engines: {', '.join(bench.ENGINES)}")
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
         path = args.hf if engine.startswith("transformers") else args.gguf
         if path is None:
             raise UserError(f"engine {engine} needs {'--hf' if engine.startswith('transformers') else '--gguf'}")
         engines[engine] = path
-    rows = bench.bench(engines, args.n_prompt, args.n_gen, args.repetitions, args.threads, context,
-                       progress=lambda message: print(message, file=sys.stderr))
-    print(bench.table(rows))
-    for line in bench.ratios(rows):
+    rows = bench(
+        engines,
+        args.n_prompt,
+        args.n_gen,
+        args.repetitions,
+        args.threads,
+        context,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
+    bandwidth = measure_bandwidth(args.threads) if any(n for n in args.n_gen) else None
+    records = as_records(rows)
+    print(format_summary(summary_table(records, bandwidth)))
+    for line in ratios(rows):
         print(line)
-    if args.gguf and any(n for n in args.n_gen):
-        for line in bench.roofline(rows, bench.measure_bandwidth(args.threads), Path(args.gguf)):
-            print(line)
+    if bandwidth is not None:
+        print(
+            f"memory bandwidth (float32 GEMV probe): {bandwidth / 1e9:.1f} GB/s; roofline: decode t/s as a share "
+            "of bandwidth / weight bytes read per token"
+        )
     if args.json:
-        write_text_atomic(Path(args.json), json.dumps(bench.as_records(rows), indent=1) + "\n", force=args.force)
+        write_text_atomic(Path(args.json), json.dumps(records, indent=1) + "\n", force=args.force)
 
 
 def cmd_perplexity(args: argparse.Namespace) -> None:
-    from .divergence import report
-    from .fsutil import check_writable_target, write_json_atomic
-    from .perplexity import perplexity_and_kld
+    from qwen3repro.accuracy.divergence import report
+    from qwen3repro.accuracy.perplexity import perplexity_and_kld
+    from qwen3repro.fsutil import check_writable_target, write_json_atomic
 
     if args.json:
         check_writable_target(Path(args.json), args.force)
@@ -210,8 +253,11 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="GGUF file")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--thinking", type=_on_off, default=True, metavar="on|off", help="Qwen3 thinking mode (default on)")
-    p.add_argument("--preset", choices=["thinking", "non-thinking", "greedy"],
-                   help="sampling preset (default: Qwen3's for the thinking mode); the flags below override it")
+    p.add_argument(
+        "--preset",
+        choices=["thinking", "non-thinking", "greedy"],
+        help="sampling preset (default: Qwen3's for the thinking mode); the flags below override it",
+    )
     p.add_argument("--temperature", type=float, help="0 is greedy")
     p.add_argument("--top-p", type=float)
     p.add_argument("--top-k", type=int, help="0 turns it off")
@@ -224,10 +270,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qwen3repro", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_model_commands(sub) -> None:
+    """get-model, convert, check-config: the pipeline's first stages by hand."""
+    from qwen3repro.convert.tensor_plan import FILE_TYPES
 
     p = sub.add_parser("get-model", help="build or download a model's Hugging Face directory")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pipeline config (default {DEFAULT_CONFIG})")
@@ -235,8 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default results/models/<model>); its parent must exist")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_get_model)
-
-    from .quant_plan import FILE_TYPES
 
     p = sub.add_parser("convert", help="convert a Hugging Face Qwen3 directory to GGUF")
     p.add_argument("--model", required=True, help="Hugging Face model directory")
@@ -247,10 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="quantization threads (default: all cores)")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_check_config)
+
+
+def _add_engine_commands(sub) -> None:
+    """chat, generate, tokenize: the engine, as llama.cpp's llama-cli and llama-tokenize."""
     p = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
     _add_generation_args(p)
-    p.add_argument("--multi-turn", type=_on_off, default=True, metavar="on|off",
-                   help="keep the conversation (default on); off answers each question on its own")
+    p.add_argument(
+        "--multi-turn",
+        type=_on_off,
+        default=True,
+        metavar="on|off",
+        help="keep the conversation (default on); off answers each question on its own",
+    )
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("generate", help="one completion of a prompt, for scripts")
@@ -270,11 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tokenize)
 
+
+def _add_measure_commands(sub) -> None:
+    """bench, perplexity: llama-bench's and llama-perplexity's analogues."""
     p = sub.add_parser("bench", help="prefill and decode speed of engines side by side, as llama-bench measures")
     p.add_argument("--gguf", help="GGUF file for the numpy and llama.cpp engines")
     p.add_argument("--hf", help="Hugging Face directory of the same weights, for transformers")
-    p.add_argument("--engines", nargs="+", default=["numpy", "llama.cpp", "transformers-f32"],
-                   help="numpy, llama.cpp, transformers-f32, transformers-bf16")
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=["numpy", "llama.cpp", "transformers-f32"],
+        help="numpy, llama.cpp, transformers-f32, transformers-bf16",
+    )
     p.add_argument("-p", "--n-prompt", type=int, nargs="*", default=[128], help="prompt lengths (default 128)")
     p.add_argument("-n", "--n-gen", type=int, nargs="*", default=[128], help="generated lengths (default 128)")
     p.add_argument("-r", "--repetitions", type=int, default=3)
@@ -283,19 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("perplexity", help="perplexity of a text as llama-perplexity computes it, and KL-divergence against a base file")
+    p = sub.add_parser(
+        "perplexity", help="perplexity of a text as llama-perplexity computes it, and KL-divergence against a base file"
+    )
     p.add_argument("--model", required=True, help="GGUF file")
     p.add_argument("-f", "--file", required=True, help="UTF-8 text file, e.g. wikitext-2-raw's wiki.test.raw")
-    p.add_argument("--base", help="GGUF file to compare against (usually the F32 one): adds the KL-divergence statistics")
+    p.add_argument(
+        "--base", help="GGUF file to compare against (usually the F32 one): adds the KL-divergence statistics"
+    )
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length (default 512)")
     p.add_argument("--chunks", type=int, help="score at most this many chunks (default: all)")
     p.add_argument("--json", help="also write everything here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_perplexity)
 
-    p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
-    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-    p.set_defaults(func=cmd_check_config)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qwen3repro", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_model_commands(sub)
+    _add_engine_commands(sub)
+    _add_measure_commands(sub)
     return parser
 
 

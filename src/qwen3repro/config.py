@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .errors import UserError
+from qwen3repro.errors import UserError
 
 
 def schema() -> dict:
@@ -46,7 +46,7 @@ def validate_config(config: dict) -> dict:
         missing = [t for t in config[stage]["types"] if t not in config["convert"]["types"]]
         if missing:
             raise UserError(f"config: {stage}.types: {', '.join(missing)} not in convert.types, so no file to {verb}")
-    from .sweep import check_settings
+    from qwen3repro.sweep.grid import check_settings
 
     try:
         check_settings(config["sweep"])
@@ -57,8 +57,10 @@ def validate_config(config: dict) -> dict:
         for name, spec in config["models"].items():
             every = spec.get("training", {}).get("held_out_every", 10)
             if spec["source"] == "trained" and every != corpus["held_out_every"]:
-                raise UserError(f"config: perplexity.corpus.held_out_every is {corpus['held_out_every']} but model {name} "
-                                f"holds out every {every}th work: it would be scored on text it was trained on")
+                raise UserError(
+                    f"config: perplexity.corpus.held_out_every is {corpus['held_out_every']} but model {name} "
+                    f"holds out every {every}th work: it would be scored on text it was trained on"
+                )
     return config
 
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
+from qwen3repro.errors import UserError
 
 
 def check_writable_target(out: Path, force: bool) -> None:
@@ -20,18 +20,26 @@ def check_writable_target(out: Path, force: bool) -> None:
         raise UserError(f"{out} already exists; remove it or pass --force to replace it")
 
 
-def write_text_atomic(out: Path, text: str, force: bool = False) -> None:
-    """Write `text` to a temporary file beside `out`, then rename it over `out`."""
+@contextmanager
+def staged_file(out: Path | str, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `out` to write; it is renamed over `out` only if the block succeeds."""
+    out = Path(out)
     check_writable_target(out, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(out: Path, text: str, force: bool = False) -> None:
+    """Write `text` to a temporary file beside `out`, then rename it over `out`."""
+    with staged_file(out, force) as tmp:
+        tmp.write_text(text, "utf-8")
 
 
 @contextmanager
@@ -84,3 +92,12 @@ def write_json_atomic(out: Path | str, data, force: bool = True) -> None:
 def write_csv_atomic(out: Path | str, frame, force: bool = True) -> None:
     """A pandas DataFrame as CSV, without its index."""
     write_text_atomic(Path(out), frame.to_csv(index=False), force=force)
+
+
+def write_table(rows: list[dict], out: Path | str) -> str:
+    """Rows as a CSV table at `out`; returns the table as text for logs and terminals."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    write_csv_atomic(out, frame)
+    return frame.to_string(index=False)

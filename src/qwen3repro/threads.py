@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .errors import UserError
+from qwen3repro.errors import UserError
 
 
 def limit_threads(n: int | None) -> int:

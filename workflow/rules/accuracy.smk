@@ -6,17 +6,17 @@ rule corpus:
     output:
         text="results/corpus/perplexity.txt",
         manifest="results/corpus/perplexity.json",
-    params:
-        spec=config["perplexity"]["corpus"],
     log:
         "results/logs/corpus/perplexity.log",
     benchmark:
         "results/benchmarks/corpus/perplexity.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=1024,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        spec=config["perplexity"]["corpus"],
     script:
         "../../scripts/corpus.py"
 
@@ -28,17 +28,17 @@ rule check:
         corpus="results/corpus/perplexity.txt",
     output:
         "results/check/{model}/{type}.json",
-    params:
-        settings=config["check"],
     log:
         "results/logs/check/{model}-{type}.log",
     benchmark:
         "results/benchmarks/check/{model}-{type}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=check_mem_mb,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        settings=config["check"],
     script:
         "../../scripts/check.py"
 
@@ -52,11 +52,11 @@ rule check_table:
         "results/logs/check_table/{model}.log",
     benchmark:
         "results/benchmarks/check_table/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=1024,
-    conda:
-        "../../envs/qwen3repro.yaml"
     script:
         "../../scripts/check_table.py"
 
@@ -68,17 +68,17 @@ rule perplexity:
         corpus="results/corpus/perplexity.txt",
     output:
         "results/perplexity/{model}/{type}.json",
-    params:
-        settings=config["perplexity"],
     log:
         "results/logs/perplexity/{model}-{type}.log",
     benchmark:
         "results/benchmarks/perplexity/{model}-{type}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=perplexity_mem_mb,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        settings=config["perplexity"],
     script:
         "../../scripts/perplexity.py"
 
@@ -92,10 +92,10 @@ rule perplexity_table:
         "results/logs/perplexity_table/{model}.log",
     benchmark:
         "results/benchmarks/perplexity_table/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=1024,
-    conda:
-        "../../envs/qwen3repro.yaml"
     script:
         "../../scripts/perplexity_table.py"

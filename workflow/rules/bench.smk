@@ -10,11 +10,11 @@ rule bandwidth:
         "results/logs/bandwidth/bandwidth.log",
     benchmark:
         "results/benchmarks/bandwidth/bandwidth.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: workflow.cores
     resources:
         mem_mb=2048,
-    conda:
-        "../../envs/qwen3repro.yaml"
     script:
         "../../scripts/bandwidth.py"
 
@@ -24,17 +24,17 @@ rule bench_gguf:
         gguf="results/gguf/{model}/{model}-{type}.gguf",
     output:
         "results/bench/{model}/{type}.json",
-    params:
-        settings=config["bench"],
     log:
         "results/logs/bench_gguf/{model}-{type}.log",
     benchmark:
         "results/benchmarks/bench_gguf/{model}-{type}.tsv"
-    threads: workflow.cores
-    resources:
-        mem_mb=bench_gguf_mem_mb,
     conda:
         "../../envs/qwen3repro.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=gguf_mem_mb,
+    params:
+        settings=config["bench"],
     script:
         "../../scripts/bench_gguf.py"
 
@@ -44,19 +44,19 @@ rule bench_hf:
         model_dir="results/models/{model}",
     output:
         "results/bench/{model}/{engine}.json",
-    params:
-        settings=config["bench"],
-    wildcard_constraints:
-        engine="transformers-f32|transformers-bf16",
     log:
         "results/logs/bench_hf/{model}-{engine}.log",
     benchmark:
         "results/benchmarks/bench_hf/{model}-{engine}.tsv"
+    wildcard_constraints:
+        engine="transformers-f32|transformers-bf16",
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: workflow.cores
     resources:
         mem_mb=bench_hf_mem_mb,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        settings=config["bench"],
     script:
         "../../scripts/bench_hf.py"
 
@@ -72,10 +72,10 @@ rule bench_table:
         "results/logs/bench_table/{model}.log",
     benchmark:
         "results/benchmarks/bench_table/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=1024,
-    conda:
-        "../../envs/qwen3repro.yaml"
     script:
         "../../scripts/bench_table.py"

@@ -3,8 +3,7 @@
 import re
 from pathlib import Path
 
-from qwen3repro.bench import memory_mb as bench_memory_mb
-from qwen3repro.sources import memory_mb
+from qwen3repro import resources
 
 
 wildcard_constraints:
@@ -26,7 +25,7 @@ def model_threads(wildcards):
 
 
 def model_mem_mb(wildcards):
-    return memory_mb(config["models"][wildcards.model])
+    return resources.model_mb(config["models"][wildcards.model])
 
 
 def gguf_files():
@@ -37,14 +36,8 @@ def gguf_files():
     )
 
 
-def safetensors_bytes(model_dir):
-    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
-
-
 def convert_mem_mb(wildcards, input):
-    """Tensors are converted one at a time; twice the weights' size bounds the largest in float32."""
-    weights = safetensors_bytes(input.model_dir)
-    return 1024 + 2 * weights // 2**20
+    return resources.convert_mb(input.model_dir)
 
 
 def samples_files():
@@ -52,8 +45,7 @@ def samples_files():
 
 
 def samples_mem_mb(wildcards, input):
-    """The F32 file is mapped once; an untrained twin of the same size may be built beside it."""
-    return 1024 + 3 * Path(input.gguf).stat().st_size // 2**20
+    return resources.samples_mb(input.gguf)
 
 
 def bench_parts(wildcards):
@@ -68,44 +60,41 @@ def bench_tables():
     return expand("results/bench/{model}.csv", model=config["models"])
 
 
-def gguf_mem_mb(gguf):
-    """Evaluated again once the file exists; a dry run sees only a placeholder."""
-    return bench_memory_mb(gguf) if Path(gguf).exists() else 1024
-
-
-def bench_gguf_mem_mb(wildcards, input):
-    return gguf_mem_mb(input.gguf)
+def gguf_mem_mb(wildcards, input):
+    return resources.gguf_mb(input.gguf)
 
 
 def bench_hf_mem_mb(wildcards, input):
-    """transformers loads the weights and keeps one float32 copy."""
-    weights = safetensors_bytes(input.model_dir)
-    return 2048 + 3 * weights // 2**20
+    return resources.bench_hf_mb(input.model_dir)
 
 
 def accuracy_tables():
-    return expand("results/{stage}/{model}.csv", stage=["check", "perplexity"], model=config["models"])
+    return expand(
+        "results/{stage}/{model}.csv",
+        stage=["check", "perplexity"],
+        model=config["models"],
+    )
 
 
 def check_mem_mb(wildcards, input):
-    """The engine holds the weights in float32 and transformers a float32 copy of its own."""
-    weights = safetensors_bytes(input.model_dir)
-    return 2048 + 2 * gguf_mem_mb(input.gguf) + 3 * weights // 2**20
+    return resources.check_mb(input.model_dir, input.gguf)
 
 
 def perplexity_mem_mb(wildcards, input):
-    """Two engines (the file and the F32 base), and a chunk's logits from each in float32."""
-    return 2048 + gguf_mem_mb(input.gguf) + gguf_mem_mb(input.base)
-
+    return resources.perplexity_mb(input.gguf, input.base)
 
 
 def sweep_files():
-    return expand("results/sweep/{model}/{type}.parquet", model=config["models"], type=config["sweep"]["types"])
+    return expand(
+        "results/sweep/{model}/{type}.parquet",
+        model=config["models"],
+        type=config["sweep"]["types"],
+    )
 
 
 def report_inputs(wildcards):
     """Every file the report reads; files inside a model directory are that directory's."""
-    from qwen3repro.report import inputs
+    from qwen3repro.report.inputs import inputs
 
     paths = set()
     for model, files in inputs(config).items():

@@ -12,10 +12,10 @@ rule convert:
         "results/logs/convert/{model}-{type}.log",
     benchmark:
         "results/benchmarks/convert/{model}-{type}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 2
     resources:
         mem_mb=convert_mem_mb,
-    conda:
-        "../../envs/qwen3repro.yaml"
     script:
         "../../scripts/convert.py"

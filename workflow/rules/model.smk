@@ -6,16 +6,16 @@
 rule get_model:
     output:
         model_dir=directory("results/models/{model}"),
-    params:
-        spec=model_spec,
     log:
         "results/logs/get_model/{model}.log",
     benchmark:
         "results/benchmarks/get_model/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: model_threads
     resources:
         mem_mb=model_mem_mb,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        spec=model_spec,
     script:
         "../../scripts/get_model.py"

@@ -10,23 +10,27 @@ rule report:
         report_inputs,
     output:
         html="results/report/index.html",
-        markdown=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
+        markdown=report(
+            "results/report/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
         figures=report(
             directory("results/report/figures"),
             patterns=["{name}.png"],
             caption="../report/figure.rst",
             category="Figures",
         ),
-    params:
-        config=config,
     log:
         "results/logs/report/report.log",
     benchmark:
         "results/benchmarks/report/report.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
         mem_mb=2048,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        config=config,
     script:
         "../../scripts/report.py"

@@ -8,16 +8,16 @@ rule samples:
         gguf="results/gguf/{model}/{model}-F32.gguf",
     output:
         "results/samples/{model}.json",
-    params:
-        settings=config["samples"],
     log:
         "results/logs/samples/{model}.log",
     benchmark:
         "results/benchmarks/samples/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
     threads: 2
     resources:
         mem_mb=samples_mem_mb,
-    conda:
-        "../../envs/qwen3repro.yaml"
+    params:
+        settings=config["samples"],
     script:
         "../../scripts/samples.py"

@@ -9,16 +9,16 @@ rule sweep:
         table="results/sweep/{model}/{type}.parquet",
         generations="results/sweep/{model}/{type}.jsonl",
         traces="results/sweep/{model}/{type}-traces.json",
-    params:
-        settings=config["sweep"],
     log:
         "results/logs/sweep/{model}-{type}.log",
     benchmark:
         "results/benchmarks/sweep/{model}-{type}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wildcards, input: gguf_mem_mb(input.gguf),
     conda:
         "../../envs/qwen3repro.yaml"
+    threads: 1
+    resources:
+        mem_mb=gguf_mem_mb,
+    params:
+        settings=config["sweep"],
     script:
         "../../scripts/sweep.py"

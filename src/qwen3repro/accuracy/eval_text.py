@@ -1,0 +1,69 @@
+"""The text perplexity and KL-divergence are measured on, written once per pipeline run.
+
+Offline: the held-out Shakespeare works (the same deterministic split the trained model never
+saw). For Hub models: wikitext-2-raw's test split, the text llama.cpp's perplexity numbers are
+quoted on, downloaded at a pinned dataset revision (the parquet rows joined back into the raw
+file). Or any local UTF-8 text file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qwen3repro.errors import UserError, first_line
+from qwen3repro.fsutil import sha256_file, write_text_atomic
+from qwen3repro.model import shakespeare
+
+
+def _hub_text(spec: dict) -> str:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = Path(
+            hf_hub_download(
+                repo_id=spec["repo_id"], filename=spec["filename"], revision=spec["revision"], repo_type="dataset"
+            )
+        )
+    except Exception as e:  # huggingface_hub raises OSError, httpx and HfHubHTTPError subclasses
+        reason = first_line(e)
+        raise UserError(
+            f"cannot download {spec['repo_id']}/{spec['filename']}@{spec['revision']} ({reason}); "
+            "offline, use the Shakespeare corpus (perplexity.corpus.source: shakespeare)"
+        ) from None
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        rows = pd.read_parquet(path, columns=[spec.get("column", "text")]).iloc[:, 0]
+        return "".join(rows.tolist())  # wikitext rows carry their own newlines
+    return path.read_text("utf-8")
+
+
+def text_of(spec: dict) -> str:
+    source = spec["source"]
+    if source == "shakespeare":
+        _, held_out = shakespeare.split(spec.get("held_out_every", 10))
+        return shakespeare.joined(held_out)
+    if source == "hub":
+        return _hub_text(spec)
+    if source == "local":
+        path = Path(spec["path"])
+        try:
+            return path.read_text("utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{path}: corpus file does not exist") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    raise UserError(f"unknown corpus source {source!r}")
+
+
+def write_corpus(spec: dict, out: Path | str, force: bool = False) -> dict:
+    """Write the corpus text and a manifest (<out>.json: the spec, size and sha256) beside it."""
+    out = Path(out)
+    text = text_of(spec)
+    if not text.strip():
+        raise UserError(f"the {spec['source']} corpus is empty")
+    write_text_atomic(out, text, force=force)
+    manifest = {"spec": spec, "characters": len(text), "sha256": sha256_file(out)}
+    write_text_atomic(out.with_suffix(".json"), json.dumps(manifest, indent=2) + "\n", force=force)
+    return manifest

@@ -1,0 +1,209 @@
+"""Measures prefill and decode speed of engines side by side, as llama-bench does, for the CLI and the bench stage.
+
+Tests as llama-bench names them: pp<N> processes an N-token prompt in one batch from an empty
+cache and times it; tg<N> generates N tokens one forward pass at a time from an empty cache.
+Every test runs once to warm up, then `repetitions` times; tokens per second are averaged over
+the repetitions with their standard deviation. Token ids are fixed and sampling is left out, so
+only the model runs. Engines take turns repetition by repetition, so a machine that slows down
+mid-run slows all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from qwen3repro.bench.roofline import weight_bytes_per_token
+from qwen3repro.bench.runtimes import ENGINES
+from qwen3repro.bench.worker import Worker
+from qwen3repro.errors import UserError
+
+
+@dataclass
+class Row:
+    """One engine x test, with llama-bench's field names where it has them."""
+
+    engine: str
+    model_filename: str
+    model_type: str  # the GGUF file type, or the dtype transformers computes in
+    model_size: int  # bytes of the file(s) the engine reads
+    bytes_per_token: int  # weight bytes one decode step reads
+    n_prompt: int
+    n_gen: int
+    n_threads: int
+    samples_ns: list[int]
+    avg_ts: float
+    stddev_ts: float
+    load_s: float
+    peak_rss_bytes: int
+
+    @property
+    def test(self) -> str:
+        return f"pp{self.n_prompt}" if self.n_prompt else f"tg{self.n_gen}"
+
+
+def model_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    return path.stat().st_size
+
+
+def describe(engine: str, path: Path) -> tuple[str, int]:
+    """(model_type, bytes_per_token) of what an engine runs."""
+    if engine.startswith("transformers"):
+        dtype = "float32" if engine.endswith("f32") else "bfloat16"
+        config = json.loads((path / "config.json").read_text("utf-8"))
+        stored = {"float32": 4, "bfloat16": 2, "float16": 2}.get(config.get("torch_dtype") or config.get("dtype"), 4)
+        return dtype, model_size(path) * {"float32": 4, "bfloat16": 2}[dtype] // stored
+    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.convert.tensor_plan import FILE_TYPES
+
+    with GGUFFile(path) as f:
+        file_type = f.fields.get("general.file_type")
+        per_token = weight_bytes_per_token(f)
+    names = {int(ftype): name for name, (ftype, _) in FILE_TYPES.items()}
+    return names.get(file_type, f"file_type {file_type}"), per_token
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def tests_to_run(
+    engines: dict[str, Path | str],
+    n_prompt: list[int],
+    n_gen: list[int],
+    repetitions: int,
+    threads: int,
+    context_length: int | None,
+) -> list[tuple[int, int]]:
+    """The (n_prompt, n_gen) tests, after every argument is checked: one-line errors before any load."""
+    for engine, path in engines.items():
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+        wants_dir = engine.startswith("transformers")
+        if not Path(path).exists() or Path(path).is_dir() != wants_dir:
+            kind = "a Hugging Face model directory" if wants_dir else "a GGUF file"
+            raise UserError(f"{path}: {kind} does not exist")
+    if repetitions < 1 or threads < 1:
+        raise UserError("repetitions and threads must be at least 1")
+    if any(n < 0 for n in [*n_prompt, *n_gen]):
+        raise UserError("prompt and generation lengths must be positive (0 skips a test, as in llama-bench)")
+    tests = [(p, 0) for p in n_prompt if p] + [(0, g) for g in n_gen if g]
+    if not tests:
+        raise UserError("no test to run: every prompt and generation length is 0")
+    n_ctx = max(p + g for p, g in tests)
+    if context_length is not None and n_ctx > context_length:
+        raise UserError(f"a test needs {n_ctx} positions; the model's context is {context_length}")
+    return tests
+
+
+def bench(
+    engines: dict[str, Path | str],
+    n_prompt: list[int],
+    n_gen: list[int],
+    repetitions: int = 3,
+    threads: int = 2,
+    context_length: int | None = None,
+    progress=None,
+) -> list[Row]:
+    """Run every test on every engine (name -> model path), interleaved: each repetition runs
+    the engines one after another, so a machine that slows down mid-run slows all of them alike."""
+    tests = tests_to_run(engines, n_prompt, n_gen, repetitions, threads, context_length)
+    n_ctx = max(p + g for p, g in tests)
+    workers = {}
+    samples: dict[tuple[str, int, int], list[int]] = {}
+    try:
+        for engine, path in engines.items():  # one at a time: loads do not compete for the cores
+            workers[engine] = Worker(engine, Path(path), n_ctx + 1, threads)
+        for test in tests:
+            for engine, w in workers.items():
+                w.run(*test)  # warm-up, as llama-bench does
+        for rep in range(repetitions):
+            for test in tests:
+                for engine, w in workers.items():
+                    reply = w.run(*test)
+                    samples.setdefault((engine, *test), []).append(reply["ns"])
+                    w.peak_rss_bytes = reply["peak_rss_bytes"]
+            if progress:
+                progress(f"repetition {rep + 1} of {repetitions} done")
+    finally:
+        for w in workers.values():
+            w.close()
+    return [
+        _row(engine, Path(path), test, samples[(engine, *test)], workers[engine], threads)
+        for engine, path in engines.items()
+        for test in tests
+    ]
+
+
+def _row(engine: str, path: Path, test: tuple[int, int], ns: list[int], worker: Worker, threads: int) -> Row:
+    n_p, n_g = test
+    model_type, per_token = describe(engine, path)
+    speeds = [(n_p or n_g) / (t / 1e9) for t in ns]
+    return Row(
+        engine=engine,
+        model_filename=path.name,
+        model_type=model_type,
+        model_size=model_size(path),
+        bytes_per_token=per_token,
+        n_prompt=n_p,
+        n_gen=n_g,
+        n_threads=threads,
+        samples_ns=ns,
+        avg_ts=statistics.mean(speeds),
+        stddev_ts=statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
+        load_s=worker.load_s,
+        peak_rss_bytes=worker.peak_rss_bytes,
+    )
+
+
+def as_records(rows: list[Row]) -> list[dict]:
+    """Rows as dicts, with the test name and, for prompt tests, the time to the first token
+    (the first token is sampled from the prompt's logits)."""
+    records = []
+    for r in rows:
+        record = {**asdict(r), "test": r.test}
+        record["ttft_ms"] = statistics.mean(r.samples_ns) / 1e6 if r.n_prompt else None
+        records.append(record)
+    return records
+
+
+def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: int) -> list[dict]:
+    """The GGUF engines of `engines` (numpy, llama.cpp) on one file; llama.cpp's rows are left
+    out, with a log line, when the peers extra is not installed."""
+    import logging
+
+    from qwen3repro.convert.reader import GGUFFile
+
+    chosen = [e for e in engines if e in ("numpy", "llama.cpp")]
+    if "llama.cpp" in chosen and not llama_cpp_available():
+        logging.getLogger(__name__).warning(
+            "llama.cpp rows left out: llama-cpp-python (the peers extra) is not installed"
+        )
+        chosen.remove("llama.cpp")
+    if not chosen:
+        return []
+    with GGUFFile(gguf) as f:
+        context = f.fields.get("qwen3.context_length")
+    rows = bench(
+        {e: gguf for e in chosen}, settings["n_prompt"], settings["n_gen"], settings["repetitions"], threads, context
+    )
+    return as_records(rows)
+
+
+def bench_hf(model_dir: Path | str, engine: str, settings: dict, threads: int) -> list[dict]:
+    config = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))
+    rows = bench(
+        {engine: model_dir},
+        settings["n_prompt"],
+        settings["n_gen"],
+        settings["repetitions"],
+        threads,
+        config.get("max_position_embeddings"),
+    )
+    return as_records(rows)

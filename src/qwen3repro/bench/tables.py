@@ -1,0 +1,106 @@
+"""Benchmark rows as one table with the decode roofline: the same table in the terminal and in the pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qwen3repro.bench.measure import Row
+from qwen3repro.errors import UserError
+from qwen3repro.fsutil import write_text_atomic
+
+
+def ratios(rows: list[Row], engine: str = "numpy") -> list[str]:
+    """Lines like "tg128: numpy / llama.cpp = 1.23x" for every test both engines ran."""
+    ours = {(r.test, r.model_filename): r for r in rows if r.engine == engine}
+    out = []
+    for r in rows:
+        if r.engine == engine:
+            continue
+        mine = next((o for (test, _), o in ours.items() if test == r.test), None)
+        if mine is not None:
+            ratio = mine.avg_ts / r.avg_ts
+            out.append(f"{r.test}: {engine} {mine.avg_ts:.2f} t/s / {r.engine} {r.avg_ts:.2f} t/s = {ratio:.2f}x")
+    return out
+
+
+TIMING_FIELDS = (
+    "samples_ns",
+    "avg_ts",
+    "stddev_ts",
+    "load_s",
+    "peak_rss_bytes",
+    "ttft_ms",
+    "ceiling_ts",
+    "ceiling_share",
+    "bandwidth_gbs",
+)
+
+
+def summary_table(records: list[dict], bandwidth: float | None):
+    """All rows as one pandas table, with the decode roofline: the ceiling of each row's weights
+    at this machine's bandwidth (bytes per second; None: not measured), and the row's share of it."""
+    import pandas as pd
+
+    bandwidth = float("nan") if bandwidth is None else bandwidth
+    table = pd.DataFrame(records)
+    table["bandwidth_gbs"] = bandwidth / 1e9
+    table["ceiling_ts"] = bandwidth / table["bytes_per_token"]
+    table["ceiling_share"] = (table["avg_ts"] / table["ceiling_ts"]).where(table["n_gen"] > 0)
+    table["ceiling_ts"] = table["ceiling_ts"].where(table["n_gen"] > 0)
+    columns = [
+        "engine",
+        "model_type",
+        "model_filename",
+        "test",
+        "n_prompt",
+        "n_gen",
+        "n_threads",
+        "avg_ts",
+        "stddev_ts",
+        "ttft_ms",
+        "load_s",
+        "peak_rss_bytes",
+        "model_size",
+        "bytes_per_token",
+        "ceiling_ts",
+        "ceiling_share",
+        "bandwidth_gbs",
+        "samples_ns",
+    ]
+    return (
+        table[columns].sort_values(["model_type", "engine", "n_gen", "n_prompt"], kind="stable").reset_index(drop=True)
+    )
+
+
+def format_summary(table) -> str:
+    """summary_table as a Markdown table for terminals and logs."""
+    lines = [
+        f"| {'type':<8} | {'engine':<18} | {'test':>6} | {'t/s':>21} | {'roofline':>8} "
+        f"| {'load s':>6} | {'peak RSS':>9} |",
+        f"|{'-' * 10}|{'-' * 20}|{'-' * 8}|{'-' * 23}|{'-' * 10}|{'-' * 8}|{'-' * 11}|",
+    ]
+    for r in table.itertuples():
+        share = f"{r.ceiling_share:.0%}" if r.ceiling_share == r.ceiling_share else ""
+        lines.append(
+            f"| {r.model_type:<8} | {r.engine:<18} | {r.test:>6} | {r.avg_ts:>10.2f} ± {r.stddev_ts:<8.2f} "
+            f"| {share:>8} "
+            f"| {r.load_s:>6.2f} | {r.peak_rss_bytes / 2**30:>5.2f} GiB |"
+        )
+    return "\n".join(lines)
+
+
+def write_summary(
+    parts: list[Path | str], bandwidth_json: Path | str, out_csv: Path | str, out_json: Path | str
+) -> str:
+    """Merge the per-file and per-dtype rows of a model into results/bench/<model>.csv and .json."""
+    records = []
+    for part in parts:
+        records += json.loads(Path(part).read_text("utf-8"))
+    bandwidth = json.loads(Path(bandwidth_json).read_text("utf-8"))["bandwidth_bytes_per_s"]
+    if not records:
+        raise UserError("no benchmark rows: every engine was left out")
+    table = summary_table(records, bandwidth)
+    write_text_atomic(Path(out_csv), table.drop(columns=["samples_ns"]).to_csv(index=False), force=True)
+    write_text_atomic(Path(out_json), table.to_json(orient="records", indent=1) + "\n", force=True)
+    return format_summary(table)

@@ -1,0 +1,1 @@
+"""Stage 2, convert: the GGUF format, read with every offset checked and written at every llama.cpp file type."""

@@ -1,0 +1,164 @@
+"""Converts a Qwen3 Hugging Face directory to a GGUF file of any file type, as llama.cpp would write it.
+
+Metadata follow llama.cpp's convert_hf_to_gguf.py for qwen3 (metadata.py); tensor types follow
+llama-quantize (tensor_plan.py); blocks come from gguf-py (F16, BF16, Q8_0, Q5_x, Q4_x) or
+kquants.py (K-quants). Tensors are read, quantized and written one at a time, so memory stays
+near one tensor, not one model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from qwen3repro.convert import kquants, tensor_plan
+from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, gguf_tensor_names, read_config
+from qwen3repro.convert.metadata import Writer, add_metadata
+from qwen3repro.convert.reader import tensor_nbytes
+from qwen3repro.errors import UserError
+from qwen3repro.fsutil import check_writable_target, sha256_file, staged_file
+
+log = logging.getLogger(__name__)
+
+
+def encode(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarray:
+    if qtype == T.F32:
+        return data
+    if qtype == T.F16:
+        return data.astype(np.float16)
+    if qtype in kquants.QUANTIZERS:
+        return kquants.quantize(data, qtype, threads)
+    rows = data.reshape(-1, data.shape[-1])
+    out = np.empty((rows.shape[0], tensor_nbytes(rows.shape, qtype) // rows.shape[0]), np.uint8)
+    kquants.map_chunks(lambda r: gguf.quants.quantize(r, qtype), rows, out, max(1, (1 << 18) // rows.shape[1]), threads)
+    return out.reshape(*data.shape[:-1], out.shape[-1])
+
+
+def relative_rms_error(original: np.ndarray, encoded: np.ndarray, qtype: T, threads: int | None = None) -> float:
+    """||dequantize(encoded) - original|| / ||original||, dequantizing with gguf-py. Each slice of
+    about 1M values is a float32 BLAS dot product (relative error ~1e-6, plenty for a metric); the
+    slices run in parallel and their sums are added in float64 in a fixed order."""
+    if qtype == T.F32:
+        return 0.0
+    original = original.reshape(-1, original.shape[-1])
+    encoded = encoded.reshape(original.shape[0], -1)
+    step = max(1, (1 << 20) // original.shape[1])
+
+    def sums(i: int) -> tuple[float, float]:
+        part = encoded[i : i + step]
+        decoded = part.astype(np.float32) if qtype == T.F16 else gguf.quants.dequantize(part, qtype)
+        diff = (decoded - original[i : i + step]).ravel()
+        ref = original[i : i + step].ravel()
+        return float(np.dot(diff, diff)), float(np.dot(ref, ref))
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        parts = list(pool.map(sums, range(0, original.shape[0], step)))
+    err2, norm2 = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return float(np.sqrt(err2 / norm2)) if norm2 else float(np.sqrt(err2))
+
+
+def prefetched(items, worker: ThreadPoolExecutor):
+    """Iterate `items`, computing the next one on `worker` while the caller handles the current one."""
+    iterator = iter(items)
+    pending = worker.submit(next, iterator, None)
+    while (item := pending.result()) is not None:
+        pending = worker.submit(next, iterator, None)
+        yield item
+
+
+def plan_tensors(arch: dict, source: SafetensorsSource, type_name: str) -> tuple[dict, dict, dict]:
+    """GGUF name -> HF name, shape and GGML type of every tensor, in the order the file stores them."""
+    names = gguf_tensor_names(arch, source)
+    plan = tensor_plan.TensorPlan(
+        type_name,
+        arch["num_hidden_layers"],
+        arch["num_attention_heads"] // arch["num_key_value_heads"],
+        arch["tie_word_embeddings"],
+    )
+    shapes = {n: source.shape(names[n]) for n in tensor_plan.loader_order(names)}
+    return names, shapes, {n: plan.choose(n, shape) for n, shape in shapes.items()}
+
+
+def convert(
+    model_dir: Path | str,
+    type_name: str,
+    out: Path | str,
+    force: bool = False,
+    name: str | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Write `out` (GGUF) and `out` with suffix .json (manifest); returns the manifest."""
+    model_dir, out = Path(model_dir), Path(out)
+    ftype, _ = tensor_plan.file_type(type_name)
+    type_name = type_name.upper()
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: model directory does not exist")
+    check_writable_target(out, force)
+    check_writable_target(out.with_suffix(".json"), force)
+    arch = architecture_of(read_config(model_dir))
+    source = SafetensorsSource(model_dir)
+    names, shapes, types = plan_tensors(arch, source, type_name)
+    order = list(shapes)
+    started = time.perf_counter()
+
+    def encoded_tensors():
+        """Load, encode and measure each tensor in file order. Runs in a thread from the start, so
+        the first tensors are ready while the main thread builds and writes the metadata."""
+        for n in order:
+            data = source.load(names[n])
+            encoded = encode(data, types[n], threads)
+            error = relative_rms_error(data, encoded, types[n], threads)
+            del data
+            yield n, encoded, error
+
+    with staged_file(out, force) as tmp, staged_file(out.with_suffix(".json"), force) as tmp_manifest:
+        with ThreadPoolExecutor(1) as worker:
+            writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
+            add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
+            for n in order:
+                writer.add_tensor_info(
+                    n, shapes[n], np.dtype(np.float32), tensor_nbytes(shapes[n], types[n]), raw_dtype=types[n]
+                )
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            tensors = []
+            for n, encoded, error in prefetched(encoded_tensors(), worker):
+                writer.write_tensor_data(encoded)
+                entry = {"name": n, "type": types[n].name, "shape": list(shapes[n]), "bytes": int(encoded.nbytes)}
+                tensors.append({**entry, "relative_rms_error": error})
+                log.info("%-28s %-5s %s", n, types[n].name, shapes[n])
+        writer.close()
+        manifest = _manifest(
+            tmp, out.name, name or model_dir.name, type_name, shapes, tensors, time.perf_counter() - started
+        )
+        tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
+    return manifest
+
+
+def _manifest(
+    path: Path, file: str, model: str, type_name: str, shapes: dict, tensors: list[dict], seconds: float
+) -> dict:
+    """What the .json beside a GGUF file records: its hash and size, bits per weight, every tensor."""
+    n_weights = sum(int(np.prod(s)) for s in shapes.values())
+    tensor_bytes = sum(t["bytes"] for t in tensors)
+    return {
+        "file": file,
+        "model": model,
+        "file_type": type_name,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "n_parameters": n_weights,
+        "bits_per_weight": 8 * tensor_bytes / n_weights,
+        "type_counts": {t: sum(1 for x in tensors if x["type"] == t) for t in sorted({x["type"] for x in tensors})},
+        "seconds": round(seconds, 3),
+        "tensors": tensors,
+    }

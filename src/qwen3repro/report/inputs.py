@@ -1,0 +1,230 @@
+"""What the report reads: every stage output per model, checked present, loaded into one section per model.
+
+Every number shown is read from a file under results/ that a stage wrote (the environment
+section aside, which describes the machine the report was made on); a stage output that is
+missing stops the report with a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qwen3repro.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
+    """Per model, every stage output the report reads, by a short name."""
+    root = Path(root)
+    out = {}
+    for model, spec in config["models"].items():
+        files = {
+            "manifest": root / f"results/models/{model}/manifest.json",
+            "config": root / f"results/models/{model}/config.json",
+            "gguf_f32": root / f"results/gguf/{model}/{model}-F32.gguf",
+            "samples": root / f"results/samples/{model}.json",
+            "bench": root / f"results/bench/{model}.json",
+        }
+        if spec["source"] == "trained":
+            files["training_curve"] = root / f"results/models/{model}/training_curve.csv"
+        for t in config["convert"]["types"]:
+            files[f"gguf_manifest/{t}"] = root / f"results/gguf/{model}/{model}-{t}.json"
+            files[f"check/{t}"] = root / f"results/check/{model}/{t}.json"
+            files[f"perplexity/{t}"] = root / f"results/perplexity/{model}/{t}.json"
+        for t in config["sweep"]["types"]:
+            files[f"sweep/{t}"] = root / f"results/sweep/{model}/{t}.parquet"
+            files[f"traces/{t}"] = root / f"results/sweep/{model}/{t}-traces.json"
+        out[model] = files
+    return out
+
+
+# the stage (rule) that writes each kind of input, for the error when one is missing
+STAGE_OF = {
+    "manifest": "model",
+    "config": "model",
+    "training_curve": "model",
+    "gguf_f32": "convert",
+    "gguf_manifest": "convert",
+    "samples": "samples",
+    "bench": "bench",
+    "check": "check",
+    "perplexity": "perplexity",
+    "sweep": "sweep",
+    "traces": "sweep",
+}
+
+
+def _stage(name: str) -> str:
+    return STAGE_OF[name.split("/")[0]]
+
+
+def _require(files: dict[str, Path], names) -> None:
+    """A one-line error naming the first of these inputs that is missing."""
+    for name in names:
+        if not files[name].is_file():
+            raise UserError(f"report: missing stage output {files[name]} (from the {_stage(name)} stage)")
+
+
+def _read(files: dict[str, Path], name: str):
+    path = files[name]
+    _require(files, [name])
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text("utf-8"))
+        if path.suffix == ".csv":
+            import pandas as pd
+
+            return pd.read_csv(path)
+        if path.suffix == ".parquet":
+            import pandas as pd
+
+            return pd.read_parquet(path)
+    except (ValueError, OSError) as e:
+        raise UserError(f"report: {path}: cannot be read ({str(e).splitlines()[0]})") from None
+    return path
+
+
+# ------------------------------------------------------------------ the numbers
+@dataclass
+class ModelSection:
+    name: str
+    manifest: dict
+    hf_config: dict  # the model's config.json
+    n_parameters: int
+    tokenizer: dict
+    types: pd.DataFrame  # one row per file type
+    bench: pd.DataFrame
+    sweeps: dict = field(default_factory=dict)  # type -> DataFrame
+    traces: dict = field(default_factory=dict)  # type -> list of traces
+    samples: dict = field(default_factory=dict)
+    curve: pd.DataFrame | None = None
+
+
+def tokenizer_facts(gguf: Path) -> dict:
+    from qwen3repro.convert.reader import GGUFFile
+
+    with GGUFFile(gguf) as f:
+        fields = f.fields
+        tokens = fields.get("tokenizer.ggml.tokens", [])
+        types = fields.get("tokenizer.ggml.token_type", [])
+        template = fields.get("tokenizer.chat_template") or ""
+        return {
+            "model": fields.get("tokenizer.ggml.model"),
+            "pre-tokenizer": fields.get("tokenizer.ggml.pre"),
+            "tokens": len(tokens),
+            "merges": len(fields.get("tokenizer.ggml.merges", [])),
+            "control tokens": sum(1 for t in types if int(t) == 3),
+            "eos": f"{fields.get('tokenizer.ggml.eos_token_id')} {tokens[int(fields['tokenizer.ggml.eos_token_id'])]!r}"
+            if "tokenizer.ggml.eos_token_id" in fields
+            else None,
+            "context length": fields.get("qwen3.context_length"),
+            "chat template sha256": hashlib.sha256(template.encode()).hexdigest()[:16] if template else None,
+        }
+
+
+def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = []
+    for t in types:
+        g = _read(files, f"gguf_manifest/{t}")
+        c = _read(files, f"check/{t}")["metrics"]
+        p = _read(files, f"perplexity/{t}")
+        row = {
+            "type": t,
+            "size_mib": g["size"] / 2**20,
+            "bits_per_weight": g["bits_per_weight"],
+            "ppl": p["perplexity"]["ppl"],
+            "ppl_error": p["perplexity"]["ppl_error"],
+            "kld_mean": p["kld"]["kld_mean"],
+            "same_top_p": p["kld"]["same_top_p"],
+            "top1_agreement": c["top1_agreement"],
+            "max_abs_dlogit": c["max_abs_dlogit"],
+            "greedy_match": c["greedy_match"],
+            "greedy_tokens": c["greedy_tokens"],
+        }
+        measured = bench[bench["model_type"] == t] if bench is not None and not bench.empty else None
+        for engine in ("numpy", "llama.cpp"):
+            e = measured[measured["engine"] == engine] if measured is not None else None
+            if e is None or e.empty:
+                continue
+            row[f"{engine} load_s"] = float(e["load_s"].mean())
+            row[f"{engine} peak_rss_mib"] = float(e["peak_rss_bytes"].max()) / 2**20
+            for test, r in e.groupby("test", sort=False):
+                row[f"{engine} {test}"] = float(r["avg_ts"].iloc[0])
+                row[f"{engine} {test} sd"] = float(r["stddev_ts"].iloc[0])
+                if test.startswith("tg") and r["ceiling_share"].notna().any():
+                    row[f"{engine} roofline"] = float(r["ceiling_share"].iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
+    import pandas as pd
+
+    sections = []
+    for model, files in inputs(config, root).items():
+        _require(files, files)  # every input first: a missing one is named before any work is done
+        bench = pd.DataFrame(_read(files, "bench"))
+        section = ModelSection(
+            name=model,
+            manifest=_read(files, "manifest"),
+            hf_config=_read(files, "config"),
+            n_parameters=_read(files, "gguf_manifest/F32")["n_parameters"],
+            tokenizer=tokenizer_facts(files["gguf_f32"]),
+            types=type_rows(files, config["convert"]["types"], bench),
+            bench=bench,
+            samples=_read(files, "samples"),
+            curve=_read(files, "training_curve") if "training_curve" in files else None,
+        )
+        for t in config["sweep"]["types"]:
+            section.sweeps[t] = _read(files, f"sweep/{t}")
+            section.traces[t] = _read(files, f"traces/{t}")["traces"]
+        sections.append(section)
+    return sections
+
+
+def environment(config: dict) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("numpy", "torch", "transformers", "gguf", "snakemake", "pandas", "llama_cpp_python", "qwen3repro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or "not a git checkout"
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = "not a git checkout"
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return {
+        "CPU": cpu,
+        "cores": os.cpu_count(),
+        "Python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions,
+        "git commit": commit,
+        "config sha256": config_hash,
+    }

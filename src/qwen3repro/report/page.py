@@ -1,0 +1,127 @@
+"""Writes the report: the HTML page (a jinja2 template, figures embedded), the Markdown summary, the PNGs."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import jinja2
+
+from qwen3repro.fsutil import staged_dir, write_text_atomic
+from qwen3repro.report import figures
+from qwen3repro.report.inputs import ModelSection, collect, environment
+from qwen3repro.report.tables import main_table, markdown_table, model_card, sweep_table, transformers_rows
+
+
+def figure_set(section: ModelSection) -> dict[str, bytes | None]:
+    """name -> PNG of every plot of one model (the same files back Snakemake's own report)."""
+    sweep_type = next(iter(section.sweeps), None)
+    sweep = section.sweeps.get(sweep_type)
+    pick = lambda grid: None if sweep is None else sweep[sweep["grid"] == grid]  # noqa: E731
+    multi = None if sweep is None else sweep[sweep["multi_turn"].eq(True)]
+    traces = section.traces.get(sweep_type) or []
+    out = {
+        "quality-vs-bits": figures.quality_vs_bits(section.types),
+        "speed": figures.speed(section.bench),
+        "sampling-heatmaps": figures.sampling_heatmaps(pick("temperature-x-top-p")),
+        "thinking": figures.thinking(pick("presets-x-thinking")),
+        "multi-turn": figures.multi_turn(multi),
+    }
+    for i, trace in enumerate(traces):
+        out[f"trace-{i + 1}"] = figures.token_trace(trace)
+    if section.curve is not None:
+        out["training-curve"] = figures.training_curve(section.curve)
+    return {f"{section.name}-{k}": v for k, v in out.items()}
+
+
+CAPTIONS = {
+    "quality-vs-bits": "Perplexity and KL divergence from the F32 file against bits per weight",
+    "speed": "Prefill (pp) and decode (tg) tokens per second per engine and file type, mean ± sd",
+    "sampling-heatmaps": "Sampling: distinct-2 and entropy over temperature × top-p",
+    "thinking": "Thinking on vs off, per Qwen3 preset",
+    "multi-turn": "Multi-turn: context, cache reuse and time to first token per turn",
+    "training-curve": "Training curve",
+}
+
+
+def caption(name: str, model: str) -> str:
+    key = name.removeprefix(f"{model}-")
+    return CAPTIONS.get(
+        key,
+        f"Token trace {key.removeprefix('trace-')}: the top tokens' probabilities before the filters "
+        "(narrow bars) and after them (wide pale bars), the chosen token in red",
+    )
+
+
+def _figure(figs: dict[str, bytes | None], name: str, model: str) -> dict:
+    png = figs[name]
+    src = None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+    return {"src": src, "caption": caption(name, model)}
+
+
+def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
+    """What the template shows of one model, every value already text."""
+    sampling = sorted(
+        k
+        for k in figs
+        if k.startswith(f"{s.name}-")
+        and k.removeprefix(f"{s.name}-").startswith(("sampling", "thinking", "multi-turn", "trace"))
+    )
+    return {
+        "name": s.name,
+        "card": model_card(s),
+        "main": main_table(s),
+        "transformers": transformers_rows(s),
+        "sweep": sweep_table(s),
+        "accuracy_figures": [_figure(figs, f"{s.name}-{k}", s.name) for k in ("quality-vs-bits", "speed")],
+        "sampling_figures": [_figure(figs, k, s.name) for k in sampling],
+        "training_figure": _figure(figs, f"{s.name}-training-curve", s.name) if s.curve is not None else None,
+        "samples": [
+            {"source": source, **item} for source, items in s.samples.get("samples", {}).items() for item in items
+        ],
+    }
+
+
+def render_html(sections: list[ModelSection], env: dict, figs: dict[str, bytes | None]) -> str:
+    templates = jinja2.Environment(
+        loader=jinja2.PackageLoader("qwen3repro.report"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return templates.get_template("report.html.j2").render(
+        sections=[page_section(s, figs) for s in sections], environment=[[k, str(v)] for k, v in env.items()]
+    )
+
+
+def render_markdown(sections: list[ModelSection], env: dict) -> str:
+    lines = ["# qwen3repro summary", ""]
+    for s in sections:
+        header, rows = main_table(s)
+        lines += [f"## {s.name}", "", markdown_table(header, rows), ""]
+    lines += [
+        f"Made at commit {env['git commit']} with config sha256 {env['config sha256'][:16]}; "
+        f"{env['CPU']}, {env['cores']} cores.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    config: dict,
+    out_html: Path | str,
+    out_md: Path | str,
+    figures_dir: Path | str | None = None,
+    root: Path | str = ".",
+) -> list[str]:
+    """Write the page, the Markdown summary and (for Snakemake's report) each figure as a PNG."""
+    sections = collect(config, root)
+    figs = {}
+    for s in sections:
+        figs.update(figure_set(s))
+    env = environment(config)
+    if figures_dir is not None:
+        with staged_dir(Path(figures_dir), force=True) as tmp:
+            for name, png in figs.items():
+                if png is not None:
+                    (tmp / f"{name}.png").write_bytes(png)
+    write_text_atomic(Path(out_md), render_markdown(sections, env), force=True)
+    write_text_atomic(Path(out_html), render_html(sections, env, figs), force=True)
+    return [name for name, png in figs.items() if png is not None]

@@ -1,0 +1,220 @@
+"""The sampling sweep: every cell of the grid on every prompt and seed on one GGUF file, measured.
+
+Every cell runs every prompt with every seed (grids over multi_turn run the conversations
+instead), records the text, tokens and per-step statistics of the distribution, and the same
+command twice gives the same rows but for the timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qwen3repro.engine.sampler import PRESETS
+from qwen3repro.fsutil import staged_file, write_json_atomic, write_text_atomic
+from qwen3repro.progress import progress_bar
+from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings
+from qwen3repro.sweep.statistics import StepStats, distinct_n, repeated_ngram_rate, think_tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class Runner:
+    """Runs cells on one GGUF file."""
+
+    def __init__(self, gguf: Path | str, settings: dict):
+        from qwen3repro.engine.generate import Generator
+
+        self.settings = settings
+        self.max_new_tokens = settings["max_new_tokens"]
+        n_ctx = settings.get("n_ctx", 2048)
+        self.generator = Generator.from_gguf(gguf, n_ctx=n_ctx)
+        vocab = self.generator.tokenizer.vocab
+        self.think_open, self.think_close = vocab.get(THINK_OPEN), vocab.get(THINK_CLOSE)
+
+    def generate(self, messages: list[dict], cell: dict, seed: int, trace_top: int = 0, fresh: bool = True):
+        g = self.generator
+        if fresh:
+            g.cached = []  # every single-turn run starts from an empty cache, so timings compare
+        prompt = g.chat_prompt(messages, thinking=cell["thinking"])
+        stats = StepStats(trace_top, g.tokenizer)
+        result = g.generate(
+            prompt,
+            replace(cell["params"], seed=seed),
+            self.max_new_tokens,
+            observe=stats,
+            banned=g.thinking_ban(cell["thinking"]),
+        )
+        return prompt, result, stats
+
+    def row(
+        self, cell: dict, name: str, seed: int, prompt: list[int], result, stats: StepStats, turn: int | None = None
+    ) -> dict:
+        tokens = result.tokens
+        return {
+            "grid": cell["grid"],
+            "cell": cell["cell"],
+            "preset": cell["preset"],
+            **{k: getattr(cell["params"], k) for k in SAMPLING_AXES},
+            "thinking": cell["thinking"],
+            "multi_turn": cell["multi_turn"],
+            "prompt": name,
+            "turn": turn,
+            "seed": seed,
+            "context_tokens": len(prompt),
+            "reused_tokens": result.reused_tokens,
+            "n_tokens": len(tokens),
+            "stop_reason": result.stop_reason,
+            "think_tokens": think_tokens(tokens, self.think_open, self.think_close),
+            "distinct_1": distinct_n(tokens, 1),
+            "distinct_2": distinct_n(tokens, 2),
+            "repeated_4gram_rate": repeated_ngram_rate(tokens, 4),
+            **stats.summary(),
+            "prefill_s": result.prefill_s,
+            "ttft_s": result.ttft_s,
+            "decode_s": result.decode_s,
+            "decode_tokens_per_s": result.decode_tokens_per_s,
+        }
+
+    def conversation(self, conv: dict, cell: dict, seed: int) -> tuple[list[dict], list[dict]]:
+        """Play the user turns in order. Multi-turn on: the history (with the model's own answers
+        where the script has none) is kept and the cache reused; then every turn's prompt is
+        prefilled again from an empty cache, the time without reuse. Off: each turn on its own."""
+        g = self.generator
+        system = [m for m in conv["messages"][:1] if m["role"] == "system"]
+        history: list[dict] = []
+        rows, generations = [], []
+        prompts = []
+        g.cached = []
+        messages = conv["messages"]
+        for i, m in enumerate(messages):
+            if m["role"] != "user":
+                history.append(m)
+                continue
+            turn_messages = history + [m] if cell["multi_turn"] else system + [m]
+            prompt, result, stats = self.generate(turn_messages, cell, seed, fresh=not cell["multi_turn"])
+            row = self.row(cell, conv["name"], seed, prompt, result, stats, turn=len(prompts))
+            prompts.append(prompt)
+            rows.append(row)
+            generations.append({**_generation(row, result), "messages": turn_messages})
+            history.append(m)
+            if i + 1 == len(messages) or messages[i + 1]["role"] != "assistant":
+                history.append({"role": "assistant", "content": result.text})
+        if cell["multi_turn"]:
+            for row, prompt in zip(rows, prompts):
+                row["ttft_full_prefill_s"] = self.full_prefill_seconds(prompt, cell, seed)
+        return rows, generations
+
+    def full_prefill_seconds(self, prompt: list[int], cell: dict, seed: int) -> float:
+        """Time to the first token when nothing is cached, sampled as in the run it is compared with."""
+        g = self.generator
+        g.cached = []
+        result = g.generate(
+            prompt, replace(cell["params"], seed=seed), 1, observe=StepStats(), banned=g.thinking_ban(cell["thinking"])
+        )
+        return result.ttft_s
+
+
+def _generation(row: dict, result) -> dict:
+    return {k: row[k] for k in ("cell", "prompt", "turn", "seed")} | {
+        "tokens": result.tokens,
+        "text": result.text,
+        "stop_reason": result.stop_reason,
+    }
+
+
+def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """(rows, generations, traces) for every cell, prompt and seed on one file."""
+    all_cells = check_settings(settings)
+    runner = Runner(gguf, settings)
+    rows, generations = [], []
+    jobs = [(cell, seed) for cell in all_cells for seed in settings["seeds"]]
+    for cell, seed in progress_bar(jobs, "sweep cells"):
+        if cell["multi_turn"] is None:
+            for p in settings["prompts"]:
+                prompt, result, stats = runner.generate(p["messages"], cell, seed)
+                row = runner.row(cell, p["name"], seed, prompt, result, stats)
+                rows.append(row)
+                generations.append({**_generation(row, result), "messages": p["messages"]})
+        else:
+            for conv in settings["conversations"]:
+                conv_rows, conv_generations = runner.conversation(conv, cell, seed)
+                rows += conv_rows
+                generations += conv_generations
+    traces = []
+    t = settings.get("traces", {})
+    for name in t.get("prompts", []):
+        p = next(p for p in settings["prompts"] if p["name"] == name)
+        for preset_name in t.get("presets", ["thinking", "non-thinking"]):
+            cell = {
+                "grid": "trace",
+                "cell": f"trace: preset={preset_name}",
+                "preset": preset_name,
+                "params": PRESETS[preset_name],
+                "thinking": preset_name != "non-thinking",
+                "multi_turn": None,
+            }
+            _, result, stats = runner.generate(p["messages"], cell, seed=t.get("seed", 0), trace_top=t.get("top", 20))
+            traces.append(
+                {
+                    "prompt": name,
+                    "preset": preset_name,
+                    "params": PRESETS[preset_name].as_dict(),
+                    "thinking": cell["thinking"],
+                    "text": result.text,
+                    "steps": stats.trace,
+                }
+            )
+    return rows, generations, traces
+
+
+TIMING_COLUMNS = ["prefill_s", "ttft_s", "decode_s", "decode_tokens_per_s", "ttft_full_prefill_s"]
+
+
+def write_sweep(
+    gguf: Path | str,
+    settings: dict,
+    out_table: Path | str,
+    out_generations: Path | str,
+    out_traces: Path | str,
+    model: str,
+    file_type: str,
+) -> pd.DataFrame:
+    import pandas as pd
+
+    rows, generations, traces = run_sweep(gguf, settings)
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "type", file_type)
+    frame.insert(0, "model", model)
+    with staged_file(out_table, force=True) as tmp:
+        frame.to_parquet(tmp, index=False)
+    write_text_atomic(
+        Path(out_generations),
+        "".join(json.dumps({"model": model, "type": file_type, **g}, ensure_ascii=False) + "\n" for g in generations),
+        force=True,
+    )
+    write_json_atomic(out_traces, {"model": model, "type": file_type, "traces": traces})
+    return frame
+
+
+def summary_table(frame) -> str:
+    """Mean of the main statistics per cell, for logs and terminals."""
+    columns = [
+        "n_tokens",
+        "think_tokens",
+        "distinct_2",
+        "repeated_4gram_rate",
+        "mean_entropy",
+        "mean_chosen_prob",
+        "mean_after_top_p",
+        "ttft_s",
+    ]
+    return frame.groupby("cell", sort=False)[columns].mean().round(3).to_string()

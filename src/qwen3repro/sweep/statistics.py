@@ -1,0 +1,96 @@
+"""What one generation did: per-step distribution statistics, thinking length, diversity and repetition."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qwen3repro.engine.logprobs import entropy, softmax
+from qwen3repro.engine.sampler import Filtered
+
+
+def think_tokens(tokens: list[int], open_id: int | None, close_id: int | None) -> int:
+    """Generated tokens strictly inside <think> ... </think> (to the end when it never closes)."""
+    inside, count = False, 0
+    for t in tokens:
+        if t == open_id:
+            inside = True
+        elif t == close_id:
+            inside = False
+        elif inside:
+            count += 1
+    return count
+
+
+def distinct_n(tokens: list[int], n: int) -> float:
+    """Distinct n-grams over all n-grams (Li et al. 2016): 1.0 when nothing repeats."""
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def repeated_ngram_rate(tokens: list[int], n: int = 4) -> float:
+    """Share of n-grams that already occurred earlier in the same text."""
+    seen, repeats, total = set(), 0, 0
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i : i + n])
+        repeats += gram in seen
+        seen.add(gram)
+        total += 1
+    return repeats / total if total else float("nan")
+
+
+class StepStats:
+    """Per-step statistics of the distributions a generation drew from."""
+
+    def __init__(self, trace_top: int = 0, tokenizer=None):
+        self.entropy, self.chosen_prob = [], []
+        self.after_top_k, self.after_top_p, self.after_min_p = [], [], []
+        self.trace_top, self.tokenizer, self.trace = trace_top, tokenizer, []
+
+    def __call__(self, token: int, logits: np.ndarray, dist: Filtered | None) -> None:
+        if dist is None:  # temperature 0: all the mass on the argmax
+            self.entropy.append(0.0)
+            self.chosen_prob.append(1.0)
+            for counts in (self.after_top_k, self.after_top_p, self.after_min_p):
+                counts.append(1)
+        else:
+            self.entropy.append(entropy(dist.probs_before))
+            self.chosen_prob.append(float(dist.probs_before[token]))
+            self.after_top_k.append(dist.after_top_k)
+            self.after_top_p.append(dist.after_top_p)
+            self.after_min_p.append(dist.after_min_p)
+        if self.trace_top:
+            self.trace.append(self._trace_step(token, logits, dist))
+
+    def _trace_step(self, token: int, logits: np.ndarray, dist: Filtered | None) -> dict:
+        """The top tokens before filtering (after temperature) and their share after it."""
+        if dist is None:
+            before = softmax(logits.astype(np.float64))
+            after = {token: 1.0}
+        else:
+            before = dist.probs_before
+            after = dict(zip(dist.ids.tolist(), dist.probs.tolist()))
+        top = np.argsort(-before, kind="stable")[: self.trace_top]
+        piece = lambda i: self.tokenizer.decode([int(i)])  # noqa: E731
+        return {
+            "chosen": {
+                "id": token,
+                "piece": piece(token),
+                "p_before": float(before[token]),
+                "p_after": after.get(token, 0.0),
+            },
+            "top": [
+                {"id": int(i), "piece": piece(i), "p_before": float(before[i]), "p_after": after.get(int(i), 0.0)}
+                for i in top
+            ],
+            "kept": len(after),
+        }
+
+    def summary(self) -> dict:
+        mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+        return {
+            "mean_entropy": mean(self.entropy),
+            "mean_chosen_prob": mean(self.chosen_prob),
+            "mean_after_top_k": mean(self.after_top_k),
+            "mean_after_top_p": mean(self.after_top_p),
+            "mean_after_min_p": mean(self.after_min_p),
+        }
