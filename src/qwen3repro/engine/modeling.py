@@ -31,7 +31,10 @@ def silu(x: np.ndarray) -> np.ndarray:
 
 def rope_cos_sin(positions: np.ndarray, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin for rotate-half RoPE, [len(positions), head_dim], in float32 like transformers."""
-    inv_freq = F32(1) / (F32(theta) ** (np.arange(0, head_dim, 2).astype(F32) / F32(head_dim)))  # [head_dim/2]
+    exponents = np.arange(0, head_dim, 2).astype(F32) / F32(head_dim)  # [head_dim/2], float32 as torch has them
+    # theta ** exponent rounded once to float32, as torch computes it: numpy's float32 power is off by
+    # an ulp on some exponents, which position 4000 turns into 2e-4 of cos and sin
+    inv_freq = F32(1) / np.power(np.float64(theta), exponents.astype(np.float64)).astype(F32)  # [head_dim/2]
     freqs = positions.astype(F32)[:, None] * inv_freq[None, :]  # [n, head_dim/2]
     angles = np.concatenate([freqs, freqs], axis=-1)  # [n, head_dim]
     return np.cos(angles), np.sin(angles)
