@@ -1,4 +1,5 @@
-"""The accuracy gate: the engine on GGUF files against transformers, thresholds, and a gate that trips."""
+"""The accuracy gate: the engine on GGUF files against transformers on the same weights, one tight
+bound for every file type, and a gate that trips on a file that is not what the converter made."""
 
 import shutil
 
@@ -24,7 +25,7 @@ CORPUS = "ROMEO. But soft, what light through yonder window breaks? It is the ea
 
 @pytest.fixture(scope="module")
 def settings():
-    """The config's check settings, with the default thresholds, and shorter greedy runs."""
+    """The config's check settings, with the default bound, and shorter greedy runs."""
     config = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})
     return {**config["check"], "prompts": PROMPTS, "greedy_tokens": 16}
 
@@ -43,13 +44,32 @@ def corrupt(src, dst, tensor="blk.1.ffn_down.weight", scale=1.01):
     return dst
 
 
-def test_f32_matches_transformers_within_the_strict_thresholds(tiny_model, tiny_f32, settings, tmp_path):
+def test_f32_matches_transformers_within_the_strict_bound(tiny_model, tiny_f32, settings, tmp_path):
     out = tmp_path / "F32.json"
     result = write_check(tiny_model, tiny_f32, None, out, {**settings, "prompts": PROMPTS[:3]}, "qwen3-tiny", "F32")
     m = result["metrics"]
     assert m["max_abs_dlogit"] <= 1e-4 and m["top1_agreement"] == 1.0 and m["greedy_match"] == 16
     assert m["kl_max"] < 1e-9 and m["rms_dp"] < 1e-9
-    assert out.is_file() and result["thresholds"] == settings["thresholds"]["F32"]
+    assert m["tensors_differing"] == 0 and m["tensors_checked"] == len(GGUFFile(tiny_f32).tensors)
+    assert out.is_file() and result["thresholds"] == settings["bound"] == {
+        "max_abs_dlogit": 1e-4,
+        "greedy_agreement": 1.0,
+        "tensors_differing": 0,
+    }
+
+
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_K_M", "Q2_K"])
+def test_a_quantized_file_is_held_to_the_same_bound_as_f32(tiny_model, settings, tmp_path, type_name):
+    """transformers computes the file's own (dequantized) weights: only float32 rounding is left."""
+    from qwen3repro.convert.converter import convert
+
+    gguf = tmp_path / f"qwen3-tiny-{type_name}.gguf"
+    convert(tiny_model, type_name, gguf, name="qwen3-tiny")
+    out = tmp_path / f"{type_name}.json"
+    result = write_check(tiny_model, gguf, None, out, {**settings, "prompts": PROMPTS[:3]}, "qwen3-tiny", type_name)
+    m = result["metrics"]
+    assert m["max_abs_dlogit"] <= 1e-4 and m["greedy_agreement"] == 1.0 and m["tensors_differing"] == 0
+    assert out.is_file()
 
 
 def test_the_gate_trips_on_a_corrupted_gguf_and_writes_nothing(tiny_model, tiny_f32, settings, tmp_path):
@@ -59,9 +79,8 @@ def test_the_gate_trips_on_a_corrupted_gguf_and_writes_nothing(tiny_model, tiny_
         write_check(tiny_model, bad, None, out, {**settings, "prompts": PROMPTS[2:3]}, "qwen3-tiny", "F32")
     message = str(e.value)
     assert "\n" not in message
-    assert (
-        message.startswith("qwen3-tiny F32: accuracy check failed: max_abs_dlogit ")
-        and "above the maximum 0.0001" in message
+    assert message == (
+        "qwen3-tiny F32: accuracy check failed: tensors_differing 1 above the maximum 0 (blk.1.ffn_down.weight)"
     )
     assert not out.exists()
 
@@ -73,8 +92,8 @@ def test_a_quantized_file_is_measured_by_every_metric(tiny_model, tmp_path):
     convert(tiny_model, "Q8_0", q8, name="qwen3-tiny")
     result = check_file(tiny_model, q8, PROMPTS[2:4], CORPUS, max_tokens=64, greedy_tokens=8)
     m = result["metrics"]
-    assert 1e-3 < m["max_abs_dlogit"] < 1.0 and 0 < m["mean_abs_dlogit"] < m["max_abs_dlogit"]
-    assert 0 < m["kl_mean"] <= m["kl_p99"] <= m["kl_max"]
+    assert 0 < m["max_abs_dlogit"] <= 1e-4 and 0 < m["mean_abs_dlogit"] < m["max_abs_dlogit"]
+    assert 0 <= m["kl_mean"] <= m["kl_p99"] <= m["kl_max"] < 1e-9
     assert (
         m["positions"] == sum(p["n_tokens"] - 1 for p in result["prompts"]) and result["prompts"][1]["n_tokens"] == 64
     )
@@ -110,9 +129,15 @@ def test_bad_prompt_sets_are_one_line_errors(tiny_f32):
         prompt_tokens(g, [{"name": "x", "text": "a"}], None, 512)
 
 
-def test_config_refuses_an_empty_prompt_set_and_unknown_thresholds():
+def test_config_refuses_an_empty_prompt_set_and_unknown_bounds():
     base = {"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}}
     with pytest.raises(UserError, match=r"^config: check.prompts: \[\] should be non-empty$"):
         validate_config({**base, "check": {"prompts": []}})
-    with pytest.raises(UserError, match="check.thresholds.Q4_0"):
-        validate_config({**base, "check": {"thresholds": {"Q4_0": {"kl_median": 1}}}})
+    with pytest.raises(UserError, match="check.bound"):
+        validate_config({**base, "check": {"bound": {"kl_median": 1}}})
+    with pytest.raises(UserError, match="check.bound.max_abs_dlogit"):
+        validate_config({**base, "check": {"bound": {"max_abs_dlogit": 0}}})
+    with pytest.raises(
+        UserError, match=r"check: Additional properties are not allowed \(.thresholds. was unexpected\)"
+    ):
+        validate_config({**base, "check": {"thresholds": {"Q4_0": {"kl_max": 1}}}})

@@ -78,6 +78,20 @@ def test_a_zero_budget_and_a_corpus_smaller_than_a_batch_are_one_line_errors(tmp
         train(tmp_path, "qwen3-shakespeare", None, 0, {**QUICK, "batch_size": 100, "seq_len": 100_000})
 
 
+def test_a_time_limit_that_is_reached_fails_training_instead_of_cutting_it_short(tmp_path):
+    """A model stopped by the clock would depend on the machine's speed: reaching the guard is an error."""
+    with pytest.raises(UserError, match=r"^training.max_minutes: 1e-06 minutes reached after 0 of 3 steps; "):
+        train(tmp_path, "qwen3-shakespeare", None, 0, {**QUICK, "max_minutes": 1e-6})
+
+
+def test_the_shipped_configs_have_no_clock_limit(repo):
+    import yaml
+
+    for path in sorted((repo / "config").glob("*.yaml")):
+        for spec in (yaml.safe_load(path.read_text()).get("models") or {}).values():
+            assert "max_minutes" not in spec.get("training", {}), path
+
+
 def test_a_zero_budget_in_the_config_is_refused_before_anything_runs(tmp_path, repo):
     from conftest import assert_one_line_error, run_cli
 

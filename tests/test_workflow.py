@@ -77,6 +77,9 @@ def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld
     assert len(check) == len(ppl) == 17
     f32 = check[check["type"] == "F32"].iloc[0]
     assert f32["max_abs_dlogit"] <= 1e-4 and f32["top1_agreement"] == 1.0 and f32["greedy_match"] == 64
+    # every file type at the same tight bound: transformers computes the file's own weights
+    assert check["max_abs_dlogit"].le(1e-4).all() and check["greedy_agreement"].eq(1.0).all()
+    assert check["tensors_differing"].eq(0).all() and check["tensors_checked"].gt(0).all()
     base = ppl[ppl["type"] == "F32"].iloc[0]
     assert base["kld_mean"] == 0.0 and base["same_top_p"] == 1.0 and base["n_chunks"] == 2
     assert (ppl.loc[ppl["type"] != "F32", "kld_mean"] > 0).all()
@@ -101,13 +104,15 @@ def test_check_gate_runs_on_qwen3_tiny_and_fails_the_run_when_a_file_drifts(repo
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "check" / "qwen3-tiny.csv")
     assert len(table) == 17 and table.loc[table["type"] == "F32", "max_abs_dlogit"].iloc[0] <= 1e-4
+    assert table["max_abs_dlogit"].le(1e-4).all() and table["greedy_agreement"].eq(1.0).all()
     gguf = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-F32.gguf"
     corrupt(gguf, gguf.with_suffix(".tmp"))  # one tensor 1% off: loads fine, computes wrong
     gguf.with_suffix(".tmp").replace(gguf)  # newer than its check result, so the check runs again
     proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("qwen3repro: error:")]
-    assert len(errors) == 1 and errors[0].startswith(
-        "qwen3repro: error: qwen3-tiny F32: accuracy check failed: max_abs_dlogit"
+    assert len(errors) == 1 and errors[0] == (
+        "qwen3repro: error: qwen3-tiny F32: accuracy check failed: tensors_differing 1 above the maximum 0 "
+        "(blk.1.ffn_down.weight)"
     )
     assert not (tmp_path / "results" / "check" / "qwen3-tiny" / "F32.json").exists()

@@ -1,5 +1,5 @@
-# Stage 5: accuracy. The gate (the engine on every file type against transformers, thresholds in
-# config), and perplexity with KL-divergence against the F32 file as llama-perplexity computes them.
+# Stage 5: accuracy. The gate (the engine on every file type against transformers on the same weights,
+# one bound for all, in config), and perplexity with KL-divergence against the F32 file as llama-perplexity has them.
 
 
 rule corpus:

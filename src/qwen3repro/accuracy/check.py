@@ -1,11 +1,13 @@
-"""The accuracy gate: the engine on one GGUF file against transformers on the Hugging Face weights.
+"""The accuracy gate: the engine on one GGUF file against transformers computing the same weights.
 
-Both run teacher-forced over the same tokens of a prompt set (chat-formatted and plain text,
-several languages, a long corpus excerpt), transformers as Qwen3ForCausalLM in float32 with eager
-attention, the reference implementation. Every position that has a next token is compared:
-|Δlogit|, KL(transformers || engine), argmax agreement and llama.cpp's Δp of the actual next
-token. Then each model continues every prompt greedily and the first position where the two
-continuations part is recorded. Thresholds per file type decide pass or fail.
+The gate checks the engine, not the quantization: transformers' Qwen3ForCausalLM (float32, eager
+attention) is loaded with the weights of the file under test, dequantized by gguf-py, so that
+every file type is held to the same tight bound whatever its quantization loss (which the
+perplexity stage measures against the F32 file). Both run teacher-forced over the same tokens of a
+prompt set (chat-formatted and plain text, several languages, a long corpus excerpt); every
+position is compared (|Δlogit|, KL, argmax, llama.cpp's Δp), then both continue every prompt
+greedily. The file itself is checked too: each tensor must be exactly what the converter makes of
+the source weights at this file type, so a file changed after conversion fails.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ METRICS = {
     "top1_agreement": "min",
     "rms_dp": "max",
     "greedy_match": "min",
+    "greedy_agreement": "min",
+    "tensors_differing": "max",
 }
 
 
@@ -99,18 +103,21 @@ def check_file(
     corpus_text: str | None = None,
     max_tokens: int = 512,
     greedy_tokens: int = 64,
+    near_tie: float = 2e-4,
 ) -> dict:
-    """All metrics of one GGUF file against transformers; per prompt and over all prompts."""
+    """All metrics of one GGUF file against transformers on the same weights; per prompt and over
+    all prompts. A greedy continuation agrees when it matches the reference's up to the end or up
+    to a step where the reference's two best tokens are within `near_tie` of each other."""
     from qwen3repro.engine.generate import Generator
 
     generator = Generator.from_gguf(gguf, n_ctx=max_tokens + greedy_tokens)
-    reference = Reference(model_dir)
+    reference = Reference(model_dir, gguf)
     total = Divergence()
     max_abs, sum_abs, n_values = 0.0, 0.0, 0
     per_prompt = []
     for p in progress_bar(prompt_tokens(generator, prompts, corpus_text, max_tokens), "check prompts"):
         tokens = p["tokens"]
-        ref_logits, ref_greedy = reference.run(tokens, greedy_tokens)
+        ref_logits, ref_greedy, ref_margins = reference.run(tokens, greedy_tokens)
         logits, greedy = engine_run(generator.model, tokens, greedy_tokens)
         positions = compare(ref_logits[:-1], logits[:-1], np.asarray(tokens[1:]))
         total.add(positions)
@@ -118,6 +125,7 @@ def check_file(
         sum_abs += float(positions.sum_abs_dlogit.sum())
         n_values += positions.sum_abs_dlogit.size * logits.shape[1]
         match = first_divergence(ref_greedy, greedy)
+        tie = ref_margins[match] if match < greedy_tokens else None
         per_prompt.append(
             {
                 "name": p["name"],
@@ -127,18 +135,21 @@ def check_file(
                 "kl_mean": float(positions.kld.mean()),
                 "top1_agreement": float(positions.same_top.mean()),
                 "greedy_match": match,
+                "greedy_margin_at_divergence": tie,
+                "greedy_agrees": tie is None or tie < near_tie,
                 "greedy_reference": generator.tokenizer.decode(ref_greedy),
                 "greedy_engine": generator.tokenizer.decode(greedy),
             }
         )
         log.info(
-            "%s: %d tokens, max |Δlogit| %.3g, KL %.3g, greedy agrees for %d of %d",
+            "%s: %d tokens, max |Δlogit| %.3g, KL %.3g, greedy agrees for %d of %d%s",
             p["name"],
             len(tokens),
             per_prompt[-1]["max_abs_dlogit"],
             per_prompt[-1]["kl_mean"],
             match,
             greedy_tokens,
+            "" if tie is None else f" (then the reference's top two are {tie:.3g} apart)",
         )
     s = total.summary()
     return {
@@ -146,6 +157,29 @@ def check_file(
         "divergence": s,
         "prompts": per_prompt,
     }
+
+
+def differing_tensors(model_dir: Path | str, gguf: Path | str, type_name: str) -> tuple[int, list[str]]:
+    """(tensors checked, names of those that are not byte for byte what the converter makes of the
+    source weights at `type_name`): a file changed after conversion, or made of other weights."""
+    from qwen3repro.convert.converter import encode, plan_tensors
+    from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, read_config
+    from qwen3repro.convert.reader import GGUFFile
+
+    model_dir = Path(model_dir)
+    source = SafetensorsSource(model_dir)
+    names, shapes, types = plan_tensors(architecture_of(read_config(model_dir)), source, type_name)
+    with GGUFFile(gguf) as f:
+        differing = sorted(set(f.tensors) - set(shapes))
+        for n, shape in shapes.items():
+            info = f.tensors.get(n)
+            if info is None or info.type != types[n] or info.shape != shape:
+                differing.append(n)
+                continue
+            encoded = np.ascontiguousarray(encode(source.load(names[n]), types[n], threads=1))
+            if not np.array_equal(encoded.reshape(-1).view(np.uint8), f.raw(n)):
+                differing.append(n)
+    return len(shapes), differing
 
 
 def _metrics(s: dict, max_abs: float, mean_abs: float, per_prompt: list[dict], greedy_tokens: int) -> dict:
@@ -162,13 +196,15 @@ def _metrics(s: dict, max_abs: float, mean_abs: float, per_prompt: list[dict], g
         "rms_dp": s["rms_dp"],
         "rms_dp_error": s["rms_dp_error"],
         "greedy_match": min(p["greedy_match"] for p in per_prompt),
+        "greedy_agreement": float(np.mean([p["greedy_agrees"] for p in per_prompt])),
         "greedy_tokens": greedy_tokens,
         "positions": s["count"],
     }
 
 
-def gate(metrics: dict, thresholds: dict, label: str) -> list[str]:
-    """The metrics outside their thresholds, each as a phrase; raises a one-line UserError if any."""
+def gate(metrics: dict, thresholds: dict, label: str, notes: dict[str, str] | None = None) -> list[str]:
+    """The metrics outside their thresholds, each as a phrase (with its note, if any); raises a
+    one-line UserError if any."""
     broken = []
     for name, limit in thresholds.items():
         if name not in METRICS:
@@ -179,7 +215,8 @@ def gate(metrics: dict, thresholds: dict, label: str) -> list[str]:
         worse = value > limit if METRICS[name] == "max" else value < limit
         if worse or (isinstance(value, float) and math.isnan(value)):
             bound = "above the maximum" if METRICS[name] == "max" else "below the minimum"
-            broken.append(f"{name} {value:.4g} {bound} {limit:g}")
+            note = f" ({notes[name]})" if notes and name in notes else ""
+            broken.append(f"{name} {value:.4g} {bound} {limit:g}{note}")
     if broken:
         more = f" (and {len(broken) - 1} more: {'; '.join(broken[1:])})" if len(broken) > 1 else ""
         raise UserError(f"{label}: accuracy check failed: {broken[0]}{more}")
@@ -197,13 +234,29 @@ def write_check(
 ) -> dict:
     """Run the check of one file, log it, gate it; the result is written only when it passes."""
     corpus_text = Path(corpus).read_text("utf-8") if corpus else None
+    bound = settings["bound"]
+    n_tensors, differing = differing_tensors(model_dir, gguf, file_type)
     result = check_file(
-        model_dir, gguf, settings["prompts"], corpus_text, settings["max_tokens"], settings["greedy_tokens"]
+        model_dir,
+        gguf,
+        settings["prompts"],
+        corpus_text,
+        settings["max_tokens"],
+        settings["greedy_tokens"],
+        near_tie=2 * bound["max_abs_dlogit"],  # within the bound, only a nearer tie can flip an argmax
     )
-    thresholds = settings.get("thresholds", {}).get(file_type, {})
-    result = {"model": model, "type": file_type, "gguf": str(gguf), "thresholds": thresholds, **result}
+    result["metrics"].update(tensors_checked=n_tensors, tensors_differing=len(differing))
+    result = {
+        "model": model,
+        "type": file_type,
+        "gguf": str(gguf),
+        "thresholds": bound,
+        **result,
+        "differing_tensors": differing,
+    }
     log.info("%s %s: %s", model, file_type, json.dumps(result["metrics"]))
-    gate(result["metrics"], thresholds, f"{model} {file_type}")
+    more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+    gate(result["metrics"], bound, f"{model} {file_type}", {"tensors_differing": ", ".join(differing[:3]) + more})
     write_json_atomic(out, result)
     return result
 

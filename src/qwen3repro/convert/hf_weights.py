@@ -59,9 +59,14 @@ def gguf_tensor_names(arch: dict, source: SafetensorsSource) -> dict[str, str]:
             raise UserError(f"missing tensor {name}")
         if source.shape(name) != shape:
             raise UserError(f"tensor {name} has shape {list(source.shape(name))}, expected {list(shape)}")
+    return gguf_to_hf(arch)
+
+
+def gguf_to_hf(arch: dict) -> dict[str, str]:
+    """GGUF tensor name -> Hugging Face tensor name for every tensor of this architecture, in HF order."""
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, arch["num_hidden_layers"])
     names = {}
-    for hf_name in expected:
+    for hf_name in architecture.tensor_shapes(arch):
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:  # pragma: no cover - gguf-py knows every Qwen3 tensor
             raise UserError(f"no GGUF name for tensor {hf_name}")

@@ -215,7 +215,7 @@ def train(
         )
     windows = held_out_windows(held_out_tokens, s["seq_len"], s["eval_windows"])
     model, optimizer = _model_and_optimizer(arch, seed, s)
-    curve, stop_reason, seconds = _optimize(model, optimizer, train_tokens, windows, seed, s)
+    curve, seconds = _optimize(model, optimizer, train_tokens, windows, seed, s)
     save(model, arch, out_dir, dtype)
     write_curve(curve, out_dir / "training_curve.csv")
     return {
@@ -226,7 +226,6 @@ def train(
         "training": s,
         "n_parameters": architecture.n_parameters(arch),
         "steps_done": curve[-1]["step"],
-        "stop_reason": stop_reason,
         "train_tokens": int(len(train_tokens)),
         "held_out_tokens": int(len(held_out_tokens)),
         "held_out_works": sorted(held_out_texts),
@@ -238,7 +237,9 @@ def train(
 
 def _optimize(model, optimizer, train_tokens: np.ndarray, windows: np.ndarray, seed: int, s: dict):
     """The training loop: random windows of the training text from a seeded generator, the
-    held-out loss every eval_every steps. Returns the curve, why it stopped and the seconds taken."""
+    held-out loss every eval_every steps. Returns the curve and the seconds taken. A time limit
+    (max_minutes) that is reached fails the run: stopping early would make the model depend on
+    the machine's speed."""
     import torch
 
     fused_loss = _fused_loss()
@@ -257,21 +258,19 @@ def _optimize(model, optimizer, train_tokens: np.ndarray, windows: np.ndarray, s
         }
     ]
     log.info("step 0: held-out loss %.3f", initial)
-    steps_done, stop_reason = 0, "steps"
     for step in range(s["steps"]):
         if s["max_minutes"] is not None and time.perf_counter() - started > 60 * s["max_minutes"]:
-            stop_reason = "max_minutes"
-            break
+            raise UserError(
+                f"training.max_minutes: {s['max_minutes']} minutes reached after {step} of {s['steps']} steps; "
+                "stopping there would make the model depend on this machine's speed: raise or remove the limit"
+            )
         lr = learning_rate(step, s)
         starts = rng.integers(0, len(train_tokens) - span, s["batch_size"])
         batch = torch.from_numpy(np.stack([train_tokens[i : i + span] for i in starts]))
         train_loss = _step(model, optimizer, fused_loss, batch, lr)
-        steps_done = step + 1
-        if steps_done % s["eval_every"] == 0 or steps_done == s["steps"]:
-            curve.append(_record(model, windows, s, steps_done, lr, train_loss, started))
-    if curve[-1]["step"] != steps_done:  # stopped by the clock between evaluations
-        curve.append(_record(model, windows, s, steps_done, lr, train_loss, started))
-    return curve, stop_reason, time.perf_counter() - started
+        if (step + 1) % s["eval_every"] == 0 or step + 1 == s["steps"]:
+            curve.append(_record(model, windows, s, step + 1, lr, train_loss, started))
+    return curve, time.perf_counter() - started
 
 
 def _record(model, windows: np.ndarray, s: dict, steps_done: int, lr: float, train_loss: float, started: float) -> dict:

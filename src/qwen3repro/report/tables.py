@@ -40,7 +40,7 @@ def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
         "PPL ± error",
         "mean KLD",
         "same top p",
-        "top-1 vs transformers",
+        "top-1 vs transformers (same weights)",
         "greedy match",
         "load s (numpy)",
         "peak RSS MiB (numpy)",
