@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: $(STAMP)
-	@$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --quiet rules
+	@$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --quiet host reason
 	@echo "report: $(CURDIR)/results/report/index.html (summary: results/report/summary.md)"
 
 test: $(STAMP) browser

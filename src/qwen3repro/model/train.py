@@ -19,6 +19,7 @@ import numpy as np
 
 from qwen3repro.errors import UserError
 from qwen3repro.model import architecture, shakespeare, synthetic, tokenizer_files
+from qwen3repro.progress import status
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,13 @@ def _record(model, windows: np.ndarray, s: dict, steps_done: int, lr: float, tra
     """A point of the training curve: the held-out loss after `steps_done` steps."""
     held_out = evaluate(model, windows, s["batch_size"])
     seconds = time.perf_counter() - started
-    log.info("step %d: train loss %.3f, held-out loss %.3f, %.0f s", steps_done, train_loss, held_out, seconds)
+    left = seconds / steps_done * (s["steps"] - steps_done)
+    line = (
+        f"training step {steps_done}/{s['steps']}: train loss {train_loss:.3f}, held-out loss {held_out:.3f}; "
+        f"{seconds / 60:.1f} min so far, about {left / 60:.1f} min left"
+    )
+    log.info("%s", line)
+    status(line)
     return {
         "step": steps_done,
         "tokens": steps_done * s["batch_size"] * s["seq_len"],
