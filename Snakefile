@@ -29,6 +29,7 @@ include: "workflow/rules/samples.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/sweep.smk"
+include: "workflow/rules/verify.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -41,4 +42,5 @@ rule all:
         bench_tables(),
         accuracy_tables(),
         sweep_files(),
+        verify_files(),
         "results/report/index.html",

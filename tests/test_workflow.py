@@ -94,9 +94,13 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
     page = (tmp_path / "results" / "report" / "index.html").read_text()
     assert "qwen3-shakespeare" in page and page.count("data:image/png;base64,") >= 6
     assert "| type |" in (tmp_path / "results" / "report" / "summary.md").read_text()
+    # the run ends with a verdict, first on the page: this 4-step model has no committed reference
+    verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-shakespeare.json").read_text())
+    assert verdict["verdict"] == "no reference"
+    assert page.index("<h2>Verdict</h2>") < page.index("Model card") and verdict["summary"] in page
 
 
-def test_check_gate_runs_on_qwen3_tiny_and_fails_the_run_when_a_file_drifts(repo, tmp_path):
+def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_changed_file(repo, tmp_path):
     from test_check import corrupt
 
     config = str(repo / "config" / "qwen3-tiny.yaml")
@@ -105,6 +109,22 @@ def test_check_gate_runs_on_qwen3_tiny_and_fails_the_run_when_a_file_drifts(repo
     table = pd.read_csv(tmp_path / "results" / "check" / "qwen3-tiny.csv")
     assert len(table) == 17 and table.loc[table["type"] == "F32", "max_abs_dlogit"].iloc[0] <= 1e-4
     assert table["max_abs_dlogit"].le(1e-4).all() and table["greedy_agreement"].eq(1.0).all()
+    # the verdict: every file identical to the committed reference, and one flipped byte named
+    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/verify/qwen3-tiny.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-tiny.json").read_text())
+    assert verdict["verdict"] == "reproduced"
+    assert verdict["summary"] == "qwen3-tiny: 22/22 files identical to the reference", verdict
+    q8 = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-Q8_0.gguf"
+    original = q8.read_bytes()
+    q8.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/verify/qwen3-tiny.json")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("qwen3repro: error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].startswith(
+        "qwen3repro: error: qwen3-tiny: does not reproduce the reference: gguf/qwen3-tiny-Q8_0.gguf sha256 "
+    )
+    q8.write_bytes(original)
     gguf = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-F32.gguf"
     corrupt(gguf, gguf.with_suffix(".tmp"))  # one tensor 1% off: loads fine, computes wrong
     gguf.with_suffix(".tmp").replace(gguf)  # newer than its check result, so the check runs again

@@ -46,6 +46,20 @@ def cmd_convert(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_reference(args: argparse.Namespace) -> None:
+    from qwen3repro.config import load_config
+    from qwen3repro.verify.verdict import write_reference
+
+    config = load_config(args.config)
+    name = _pick_model(config, args.model, args.config)
+    results = Path(args.results)
+    out = Path(args.out) if args.out else Path("config/reference") / f"{name}.yaml"
+    reference = write_reference(
+        name, config["models"][name], results / "models" / name, results / "gguf" / name, out, force=args.force
+    )
+    print(f"{out}: {len(reference['exact'])} files of {name}")
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     from qwen3repro.config import load_config
 
@@ -289,6 +303,14 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--threads", type=int, help="quantization threads (default: all cores)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("reference", help="make a model's reference (config/reference/<model>.yaml) from a run")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pipeline config (default {DEFAULT_CONFIG})")
+    p.add_argument("--model", help="model name in the config (default: its only model)")
+    p.add_argument("--results", default="results", help="the run's results folder (default results)")
+    p.add_argument("--out", help="reference file (default config/reference/<model>.yaml)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

@@ -92,6 +92,10 @@ def sweep_files():
     )
 
 
+def verify_files():
+    return expand("results/verify/{model}.json", model=config["models"])
+
+
 def report_inputs(wildcards):
     """Every file the report reads; files inside a model directory are that directory's."""
     from qwen3repro.report.inputs import inputs

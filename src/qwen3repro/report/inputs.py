@@ -34,6 +34,7 @@ def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
             "gguf_f32": root / f"results/gguf/{model}/{model}-F32.gguf",
             "samples": root / f"results/samples/{model}.json",
             "bench": root / f"results/bench/{model}.json",
+            "verify": root / f"results/verify/{model}.json",
         }
         if spec["source"] == "trained":
             files["training_curve"] = root / f"results/models/{model}/training_curve.csv"
@@ -56,6 +57,7 @@ STAGE_OF = {
     "gguf_f32": "convert",
     "gguf_manifest": "convert",
     "samples": "samples",
+    "verify": "verify",
     "bench": "bench",
     "check": "check",
     "perplexity": "perplexity",
@@ -107,6 +109,7 @@ class ModelSection:
     sweeps: dict = field(default_factory=dict)  # type -> DataFrame
     traces: dict = field(default_factory=dict)  # type -> list of traces
     samples: dict = field(default_factory=dict)
+    verify: dict = field(default_factory=dict)
     curve: pd.DataFrame | None = None
 
 
@@ -185,6 +188,7 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
             types=type_rows(files, config["convert"]["types"], bench),
             bench=bench,
             samples=_read(files, "samples"),
+            verify=_read(files, "verify"),
             curve=_read(files, "training_curve") if "training_curve" in files else None,
         )
         for t in config["sweep"]["types"]:

@@ -69,6 +69,7 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
     )
     return {
         "name": s.name,
+        "verdict": s.verify,
         "card": model_card(s),
         "main": main_table(s),
         "transformers": transformers_rows(s),
@@ -93,6 +94,7 @@ def render_html(sections: list[ModelSection], env: dict, figs: dict[str, bytes |
 
 def render_markdown(sections: list[ModelSection], env: dict) -> str:
     lines = ["# qwen3repro summary", ""]
+    lines += [f"- **{s.verify['verdict']}**: {s.verify['summary']}" for s in sections] + [""]
     for s in sections:
         header, rows = main_table(s)
         lines += [f"## {s.name}", "", markdown_table(header, rows), ""]

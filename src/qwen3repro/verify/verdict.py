@@ -1,0 +1,134 @@
+"""Compares a run with its model's committed reference, file by file and figure by figure, and says so.
+
+A reference (config/reference/<model>.yaml) names the recipe it was made from (the model's config
+entry) and what that recipe must give: `exact`, the sha256 of files that are the same bytes on
+every machine (a synthetic model's safetensors, its GGUF files; a Hub model's files at its pinned
+revision), and `figures`, measured values with the tolerance their measured spread allows. A run
+whose recipe differs from the reference's has nothing to be compared with, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from qwen3repro.errors import UserError
+from qwen3repro.fsutil import sha256_file, write_json_atomic, write_text_atomic
+
+TIMED = "training_curve.csv"
+
+
+def load_reference(path: Path | str) -> dict | None:
+    """The reference file, or None when the model has none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        reference = yaml.safe_load(path.read_text("utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(reference, dict) or not isinstance(reference.get("recipe"), dict):
+        raise UserError(f"{path}: a reference needs a `recipe` mapping (the model's config entry)")
+    return reference
+
+
+def recipe(spec: dict) -> dict:
+    """The parts of a model's config entry that decide its bytes (not its description)."""
+    return {k: v for k, v in spec.items() if k != "description"}
+
+
+def file_hashes(model_dir: Path, gguf_dir: Path, model: str) -> dict[str, str]:
+    """sha256 of every model file (as its manifest lists them) and of every GGUF file, hashed now."""
+    manifest = json.loads((model_dir / "manifest.json").read_text("utf-8"))
+    # the training curve records seconds: the one model file whose bytes depend on the machine
+    hashes = {f"model/{name}": sha256_file(model_dir / name) for name in manifest["files"] if name != TIMED}
+    for path in sorted(gguf_dir.glob(f"{model}-*.gguf")):
+        hashes[f"gguf/{path.name}"] = sha256_file(path)
+    return hashes
+
+
+def compare(reference: dict, hashes: dict[str, str]) -> list[dict]:
+    """One row per item of the reference: what was expected, what the run gave, and whether it matches."""
+    rows = []
+    for name, expected in (reference.get("exact") or {}).items():
+        got = hashes.get(name)
+        rows.append({"item": name, "kind": "sha256", "expected": expected, "got": got, "ok": got == expected})
+    return rows
+
+
+def verdict(model: str, spec: dict, reference: dict | None, hashes: dict[str, str]) -> dict:
+    if reference is None:
+        return {
+            "model": model,
+            "verdict": "no reference",
+            "summary": f"{model}: no reference to compare with",
+            "items": [],
+        }
+    if reference["recipe"] != recipe(spec):
+        differing = sorted(
+            k for k in set(reference["recipe"]) | set(recipe(spec)) if reference["recipe"].get(k) != recipe(spec).get(k)
+        )
+        return {
+            "model": model,
+            "verdict": "not comparable",
+            "items": [],
+            "summary": f"{model}: the config's recipe differs from the reference's ({', '.join(differing)})",
+        }
+    rows = compare(reference, hashes)
+    files = [r for r in rows if r["kind"] == "sha256"]
+    same = sum(r["ok"] for r in files)
+    ok = all(r["ok"] for r in rows)
+    return {
+        "model": model,
+        "verdict": "reproduced" if ok else "differs",
+        "items": rows,
+        "summary": f"{model}: {same}/{len(files)} files identical to the reference",
+    }
+
+
+def mismatch_line(result: dict) -> str:
+    """The one-line error for a run that differs: the first item that does not match, and how many more."""
+    bad = [r for r in result["items"] if not r["ok"]]
+    first = bad[0]
+    got = "missing" if first["got"] is None else f"sha256 {first['got'][:16]}…"
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return (
+        f"{result['model']}: does not reproduce the reference: {first['item']} {got}, "
+        f"reference {first['expected'][:16]}…{more}"
+    )
+
+
+def write_verdict(
+    model: str,
+    spec: dict,
+    model_dir: Path | str,
+    gguf_dir: Path | str,
+    reference_path: Path | str,
+    out: Path | str,
+    strict: bool = True,
+) -> dict:
+    """results/verify/<model>.json; with `strict`, a run that differs fails with one line."""
+    result = verdict(model, spec, load_reference(reference_path), file_hashes(Path(model_dir), Path(gguf_dir), model))
+    result["reference"] = str(reference_path)
+    if result["verdict"] == "differs" and strict:
+        raise UserError(mismatch_line(result))
+    write_json_atomic(out, result)
+    return result
+
+
+def write_reference(
+    model: str, spec: dict, model_dir: Path | str, gguf_dir: Path | str, out: Path | str, force: bool = False
+) -> dict:
+    """A reference made from a run: the recipe and the sha256 of every file it produced. For a
+    synthetic model (and a Hub model: its files are fixed by the pinned revision) these are the
+    same bytes on every machine."""
+    hashes = file_hashes(Path(model_dir), Path(gguf_dir), model)
+    reference = {"model": model, "recipe": recipe(spec), "exact": hashes}
+    header = (
+        f"# What a run of the model {model} must reproduce, file by file (sha256).\n"
+        f"# Made by: qwen3repro reference --model {model} (from a run's results/).\n"
+    )
+    write_text_atomic(Path(out), header + yaml.safe_dump(reference, sort_keys=False), force=force)
+    return reference

@@ -1,0 +1,70 @@
+"""The verdict: a run against its committed reference, file by file, and one line naming what differs."""
+
+import json
+import shutil
+
+import pytest
+
+from qwen3repro.config import load_config
+from qwen3repro.errors import UserError
+from qwen3repro.verify.verdict import load_reference, write_reference, write_verdict
+
+
+@pytest.fixture()
+def run(tiny_model, tiny_f32, tmp_path, repo):
+    """A run's layout (results/models/<model>, results/gguf/<model>/) and its reference."""
+    models, gguf_dir = tmp_path / "models", tmp_path / "gguf"
+    models.mkdir()
+    gguf_dir.mkdir()
+    shutil.copytree(tiny_model, models / "qwen3-tiny")
+    shutil.copy(tiny_f32, gguf_dir / "qwen3-tiny-F32.gguf")
+    spec = load_config(repo / "config" / "qwen3-tiny.yaml")["models"]["qwen3-tiny"]
+    reference = tmp_path / "qwen3-tiny.yaml"
+    write_reference("qwen3-tiny", spec, models / "qwen3-tiny", gguf_dir, reference)
+    return spec, models / "qwen3-tiny", gguf_dir, reference
+
+
+def test_a_run_reproduces_the_reference_made_from_it_file_by_file(run, tmp_path):
+    spec, model_dir, gguf_dir, reference = run
+    assert set(load_reference(reference)["exact"]) == {
+        "model/config.json",
+        "model/generation_config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+        "gguf/qwen3-tiny-F32.gguf",
+    }
+    result = write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, reference, tmp_path / "v.json")
+    assert result["verdict"] == "reproduced" and result["summary"] == "qwen3-tiny: 6/6 files identical to the reference"
+    assert json.loads((tmp_path / "v.json").read_text())["verdict"] == "reproduced"
+
+
+def test_one_flipped_byte_in_a_gguf_fails_with_one_line_naming_the_file(run, tmp_path):
+    spec, model_dir, gguf_dir, reference = run
+    gguf = gguf_dir / "qwen3-tiny-F32.gguf"
+    data = bytearray(gguf.read_bytes())
+    data[-1] ^= 0x01
+    gguf.write_bytes(bytes(data))
+    out = tmp_path / "v.json"
+    with pytest.raises(UserError) as e:
+        write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, reference, out)
+    message = str(e.value)
+    assert "\n" not in message and not out.exists()
+    assert message.startswith("qwen3-tiny: does not reproduce the reference: gguf/qwen3-tiny-F32.gguf sha256 ")
+    lenient = write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, reference, out, strict=False)
+    assert lenient["verdict"] == "differs" and lenient["summary"] == "qwen3-tiny: 5/6 files identical to the reference"
+
+
+def test_a_missing_reference_or_another_recipe_is_said_not_failed(run, tmp_path):
+    spec, model_dir, gguf_dir, reference = run
+    none = write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, tmp_path / "absent.yaml", tmp_path / "a.json")
+    assert none["verdict"] == "no reference"
+    other = write_verdict("qwen3-tiny", {**spec, "seed": 1}, model_dir, gguf_dir, reference, tmp_path / "b.json")
+    assert other["verdict"] == "not comparable" and other["summary"].endswith("(seed)")
+
+
+def test_the_committed_references_name_their_recipe(repo):
+    for path in sorted((repo / "config" / "reference").glob("*.yaml")):
+        reference = load_reference(path)
+        assert reference["model"] == path.stem and reference["recipe"]["source"] in ("synthetic", "hub", "trained")
+        assert all(len(sha) == 64 for sha in reference["exact"].values())

@@ -1,0 +1,28 @@
+# Stage 8: the verdict. The run against its model's committed reference (config/reference/<model>.yaml):
+# every file's sha256 where the bytes are the same on every machine. A mismatch fails the run with
+# one line unless verify.strict is false; a model without a reference is said to have none.
+
+
+rule verify:
+    input:
+        model_dir="results/models/{model}",
+        gguf=lambda w: expand(
+            "results/gguf/{model}/{model}-{type}.gguf", model=w.model, type=config["convert"]["types"]
+        ),
+    output:
+        "results/verify/{model}.json",
+    log:
+        "results/logs/verify/{model}.log",
+    benchmark:
+        "results/benchmarks/verify/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
+    threads: 1
+    resources:
+        mem_mb=1024,
+    params:
+        spec=model_spec,
+        reference=lambda w: Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml",
+        strict=config["verify"]["strict"],
+    script:
+        "../../scripts/verify.py"
