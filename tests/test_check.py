@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from qwen3repro.accuracy.check import check_file, first_divergence, gate, prompt_tokens, write_check
+from qwen3repro.accuracy.check import check_file, first_divergence, gate, greedy_agreement, prompt_tokens, write_check
 from qwen3repro.config import validate_config
 from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
@@ -109,6 +109,14 @@ def test_gate_names_each_broken_metric_and_respects_direction():
         gate(metrics, {"kl_mean": 0.001, "greedy_match": 64}, "m Q4_0")
     with pytest.raises(UserError, match="no metric 'kl_median'"):
         gate(metrics, {"kl_median": 1.0}, "m Q4_0")
+
+
+def test_greedy_continuations_agree_to_the_end_or_to_a_reference_near_tie_only():
+    margins = [3.0, 1e-5, 0.5, 2.0]
+    assert greedy_agreement([1, 2, 3, 4], [1, 2, 3, 4], margins, 2e-4) == (4, None, True)
+    assert greedy_agreement([1, 2, 3, 4], [1, 7, 8, 9], margins, 2e-4) == (1, 1e-5, True)  # a near-tie: either
+    assert greedy_agreement([1, 2, 3, 4], [1, 2, 5, 4], margins, 2e-4) == (2, 0.5, False)  # a clear choice missed
+    assert greedy_agreement([1, 2, 3, 4], [9, 2, 3, 4], margins, 2e-4) == (0, 3.0, False)
 
 
 def test_first_divergence_is_the_first_differing_index_or_the_length():

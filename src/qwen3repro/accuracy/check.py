@@ -91,6 +91,17 @@ def engine_run(model, prompt: list[int], n_greedy: int) -> tuple[np.ndarray, lis
     return logits, greedy
 
 
+def greedy_agreement(
+    reference: list[int], engine: list[int], margins: list[float], near_tie: float
+) -> tuple[int, float | None, bool]:
+    """(tokens that agree, the reference's top-two margin where they part or None, whether they
+    agree): they agree when they part only where the reference's two best tokens were within
+    `near_tie`, a step at which a difference inside the bound may pick the other one."""
+    match = first_divergence(reference, engine)
+    margin = margins[match] if match < min(len(reference), len(engine)) else None
+    return match, margin, margin is None or margin < near_tie
+
+
 def first_divergence(a: list[int], b: list[int]) -> int:
     """Index of the first differing token; the length when the two agree throughout."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
@@ -124,8 +135,7 @@ def check_file(
         max_abs = max(max_abs, float(positions.max_abs_dlogit.max()))
         sum_abs += float(positions.sum_abs_dlogit.sum())
         n_values += positions.sum_abs_dlogit.size * logits.shape[1]
-        match = first_divergence(ref_greedy, greedy)
-        tie = ref_margins[match] if match < greedy_tokens else None
+        match, tie, agrees = greedy_agreement(ref_greedy, greedy, ref_margins, near_tie)
         per_prompt.append(
             {
                 "name": p["name"],
@@ -136,7 +146,7 @@ def check_file(
                 "top1_agreement": float(positions.same_top.mean()),
                 "greedy_match": match,
                 "greedy_margin_at_divergence": tie,
-                "greedy_agrees": tie is None or tie < near_tie,
+                "greedy_agrees": agrees,
                 "greedy_reference": generator.tokenizer.decode(ref_greedy),
                 "greedy_engine": generator.tokenizer.decode(greedy),
             }
