@@ -195,28 +195,15 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import json
 
-    from qwen3repro.bench.measure import as_records, bench
-    from qwen3repro.bench.runtimes import ENGINES
+    from qwen3repro.bench.measure import as_records, bench, context_length, engine_paths
     from qwen3repro.bench.tables import format_summary, ratios, summary_table
     from qwen3repro.bench.worker import measure_bandwidth
     from qwen3repro.fsutil import check_writable_target, write_text_atomic
 
     if args.json:  # before minutes of measuring, not after
         check_writable_target(Path(args.json), args.force)
-    context = None
-    if args.gguf:
-        from qwen3repro.convert.reader import GGUFFile
-
-        with GGUFFile(args.gguf) as f:
-            context = f.fields.get("qwen3.context_length")
-    engines = {}
-    for engine in args.engines:
-        if engine not in ENGINES:
-            raise UserError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
-        path = args.hf if engine.startswith("transformers") else args.gguf
-        if path is None:
-            raise UserError(f"engine {engine} needs {'--hf' if engine.startswith('transformers') else '--gguf'}")
-        engines[engine] = path
+    engines = engine_paths(args.engines, args.gguf, args.hf)
+    context = context_length(args.gguf) if args.gguf else None
     rows = bench(
         engines,
         args.n_prompt,

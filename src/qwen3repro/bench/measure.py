@@ -73,6 +73,27 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def engine_paths(engines: list[str], gguf: str | None, hf: str | None) -> dict[str, str]:
+    """Engine name -> what it runs: the GGUF file for numpy and llama.cpp, the HF directory for transformers."""
+    paths = {}
+    for engine in engines:
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+        wants_dir = engine.startswith("transformers")
+        if (hf if wants_dir else gguf) is None:
+            raise UserError(f"engine {engine} needs {'--hf' if wants_dir else '--gguf'}")
+        paths[engine] = hf if wants_dir else gguf
+    return paths
+
+
+def context_length(gguf: Path | str) -> int | None:
+    """The model's context length, from the GGUF metadata."""
+    from qwen3repro.convert.reader import GGUFFile
+
+    with GGUFFile(gguf) as f:
+        return f.fields.get("qwen3.context_length")
+
+
 def tests_to_run(
     engines: dict[str, Path | str],
     n_prompt: list[int],
@@ -178,8 +199,6 @@ def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: in
     out, with a log line, when the peers extra is not installed."""
     import logging
 
-    from qwen3repro.convert.reader import GGUFFile
-
     chosen = [e for e in engines if e in ("numpy", "llama.cpp")]
     if "llama.cpp" in chosen and not llama_cpp_available():
         logging.getLogger(__name__).warning(
@@ -188,8 +207,7 @@ def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: in
         chosen.remove("llama.cpp")
     if not chosen:
         return []
-    with GGUFFile(gguf) as f:
-        context = f.fields.get("qwen3.context_length")
+    context = context_length(gguf)
     rows = bench(
         {e: gguf for e in chosen}, settings["n_prompt"], settings["n_gen"], settings["repetitions"], threads, context
     )
