@@ -15,6 +15,7 @@ with rule_log(snakemake.log[0]) as log:
         snakemake.params.reference,
         snakemake.output[0],
         strict=snakemake.params.strict,
+        perplexity_dir=f"results/perplexity/{model}",
     )
     log.info("%s: %s", result["verdict"], result["summary"])
     print(f"verify: {result['verdict']}: {result['summary']}", flush=True)

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from qwen3repro import resources
+from qwen3repro.verify.verdict import perplexity_inputs
 
 
 wildcard_constraints:

@@ -1,6 +1,9 @@
+from qwen3repro.verify.verdict import perplexity_inputs
+
 # Stage 8: the verdict. The run against its model's committed reference (config/reference/<model>.yaml):
-# every file's sha256 where the bytes are the same on every machine. A mismatch fails the run with
-# one line unless verify.strict is false; a model without a reference is said to have none.
+# every file's sha256 where the bytes are the same on every machine, and figures within their measured
+# spread where they are not (a trained model). A mismatch fails the run with one line unless
+# verify.strict is false; a model without a reference is said to have none.
 
 
 rule verify:
@@ -8,6 +11,9 @@ rule verify:
         model_dir="results/models/{model}",
         gguf=lambda w: expand(
             "results/gguf/{model}/{model}-{type}.gguf", model=w.model, type=config["convert"]["types"]
+        ),
+        perplexity=lambda w: perplexity_inputs(
+            Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml", w.model
         ),
     output:
         "results/verify/{model}.json",

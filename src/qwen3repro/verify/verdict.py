@@ -3,8 +3,9 @@
 A reference (config/reference/<model>.yaml) names the recipe it was made from (the model's config
 entry) and what that recipe must give: `exact`, the sha256 of files that are the same bytes on
 every machine (a synthetic model's safetensors, its GGUF files; a Hub model's files at its pinned
-revision), and `figures`, measured values with the tolerance their measured spread allows. A run
-whose recipe differs from the reference's has nothing to be compared with, and says so.
+revision), and `figures`, measured values with the tolerance their measured spread allows (a trained
+model: its weights depend on the machine's float arithmetic, its held-out loss and perplexity within
+a bound). A run whose recipe differs from the reference's has nothing to be compared with, and says so.
 """
 
 from __future__ import annotations
@@ -49,16 +50,40 @@ def file_hashes(model_dir: Path, gguf_dir: Path, model: str) -> dict[str, str]:
     return hashes
 
 
-def compare(reference: dict, hashes: dict[str, str]) -> list[dict]:
+def run_figures(model_dir: Path, perplexity_dir: Path | None) -> dict[str, float]:
+    """The figures a reference may name: the trained model's held-out loss, each file type's PPL."""
+    manifest = json.loads((model_dir / "manifest.json").read_text("utf-8"))
+    figures = {"held_out_loss": manifest["final_held_out_loss"]} if "final_held_out_loss" in manifest else {}
+    for path in sorted(perplexity_dir.glob("*.json")) if perplexity_dir and perplexity_dir.is_dir() else []:
+        figures[f"ppl/{path.stem}"] = json.loads(path.read_text("utf-8"))["perplexity"]["ppl"]
+    return figures
+
+
+def compare(reference: dict, hashes: dict[str, str], figures: dict[str, float] | None = None) -> list[dict]:
     """One row per item of the reference: what was expected, what the run gave, and whether it matches."""
     rows = []
     for name, expected in (reference.get("exact") or {}).items():
         got = hashes.get(name)
         rows.append({"item": name, "kind": "sha256", "expected": expected, "got": got, "ok": got == expected})
+    for name, spec in (reference.get("figures") or {}).items():
+        got = (figures or {}).get(name)
+        ok = got is not None and abs(got - spec["value"]) <= spec["tolerance"]
+        rows.append(
+            {
+                "item": name,
+                "kind": "figure",
+                "expected": spec["value"],
+                "tolerance": spec["tolerance"],
+                "got": got,
+                "ok": ok,
+            }
+        )
     return rows
 
 
-def verdict(model: str, spec: dict, reference: dict | None, hashes: dict[str, str]) -> dict:
+def verdict(
+    model: str, spec: dict, reference: dict | None, hashes: dict[str, str], figures: dict[str, float] | None = None
+) -> dict:
     if reference is None:
         return {
             "model": model,
@@ -76,15 +101,20 @@ def verdict(model: str, spec: dict, reference: dict | None, hashes: dict[str, st
             "items": [],
             "summary": f"{model}: the config's recipe differs from the reference's ({', '.join(differing)})",
         }
-    rows = compare(reference, hashes)
+    rows = compare(reference, hashes, figures)
     files = [r for r in rows if r["kind"] == "sha256"]
-    same = sum(r["ok"] for r in files)
+    parts = [f"{sum(r['ok'] for r in files)}/{len(files)} files identical to the reference"] if files else []
+    for r in rows:
+        if r["kind"] == "figure":
+            got = "missing" if r["got"] is None else f"{r['got']:.4f}"
+            within = "within" if r["ok"] else "not within"
+            parts.append(f"{r['item']} {got} {within} {r['tolerance']:g} of {r['expected']:.4f}")
     ok = all(r["ok"] for r in rows)
     return {
         "model": model,
         "verdict": "reproduced" if ok else "differs",
         "items": rows,
-        "summary": f"{model}: {same}/{len(files)} files identical to the reference",
+        "summary": f"{model}: {'; '.join(parts)}",
     }
 
 
@@ -92,12 +122,14 @@ def mismatch_line(result: dict) -> str:
     """The one-line error for a run that differs: the first item that does not match, and how many more."""
     bad = [r for r in result["items"] if not r["ok"]]
     first = bad[0]
-    got = "missing" if first["got"] is None else f"sha256 {first['got'][:16]}…"
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-    return (
-        f"{result['model']}: does not reproduce the reference: {first['item']} {got}, "
-        f"reference {first['expected'][:16]}…{more}"
-    )
+    if first["kind"] == "figure":
+        got = "missing" if first["got"] is None else f"{first['got']:.6g}"
+        expected = f"{first['expected']:.6g} ± {first['tolerance']:g}"
+    else:
+        got = "missing" if first["got"] is None else f"sha256 {first['got'][:16]}…"
+        expected = f"{first['expected'][:16]}…"
+    return f"{result['model']}: does not reproduce the reference: {first['item']} {got}, reference {expected}{more}"
 
 
 def write_verdict(
@@ -108,9 +140,14 @@ def write_verdict(
     reference_path: Path | str,
     out: Path | str,
     strict: bool = True,
+    perplexity_dir: Path | str | None = None,
 ) -> dict:
-    """results/verify/<model>.json; with `strict`, a run that differs fails with one line."""
-    result = verdict(model, spec, load_reference(reference_path), file_hashes(Path(model_dir), Path(gguf_dir), model))
+    """results/verify/<model>.json; with `strict`, a run that differs fails with one line. The
+    figures (held-out loss, each type's PPL) are read from the model and `perplexity_dir`."""
+    model_dir = Path(model_dir)
+    figures = run_figures(model_dir, Path(perplexity_dir) if perplexity_dir else None)
+    hashes = file_hashes(model_dir, Path(gguf_dir), model)
+    result = verdict(model, spec, load_reference(reference_path), hashes, figures)
     result["reference"] = str(reference_path)
     if result["verdict"] == "differs" and strict:
         raise UserError(mismatch_line(result))
@@ -132,3 +169,13 @@ def write_reference(
     )
     write_text_atomic(Path(out), header + yaml.safe_dump(reference, sort_keys=False), force=force)
     return reference
+
+
+def perplexity_inputs(reference_path: Path | str, model: str) -> list[str]:
+    """The perplexity results a reference's figures need, for the rule's inputs."""
+    reference = load_reference(reference_path) or {}
+    return [
+        f"results/perplexity/{model}/{name.removeprefix('ppl/')}.json"
+        for name in reference.get("figures") or {}
+        if name.startswith("ppl/")
+    ]
