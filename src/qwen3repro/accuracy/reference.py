@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from gguf.quants import dequantize
 
 from qwen3repro.errors import UserError
 
@@ -45,7 +46,10 @@ def load_file_weights(model, model_dir: Path | str, gguf: Path | str) -> None:
                 continue
             if gguf_name not in f.tensors:
                 raise UserError(f"{gguf}: missing tensor {gguf_name}")
-            weight = dequantized(f, gguf_name)
+            info = f.tensors[gguf_name]
+            # gguf-py's dequantizers for every type, not the engine's loader: the reference stays independent
+            raw = f.raw(gguf_name).reshape(int(np.prod(info.shape[:-1])), -1)
+            weight = dequantize(raw, info.type).reshape(info.shape)
             if tuple(params[hf_name].shape) != weight.shape:
                 raise UserError(
                     f"{gguf}: tensor {gguf_name} has shape {list(weight.shape)}, "
@@ -56,15 +60,6 @@ def load_file_weights(model, model_dir: Path | str, gguf: Path | str) -> None:
             loaded.add(hf_name)
     if loaded != set(params):
         raise UserError(f"{gguf}: no tensor for {sorted(set(params) - loaded)[0]}")
-
-
-def dequantized(f, name: str) -> np.ndarray:
-    """One tensor of an open GGUFFile as float32, in its NumPy shape."""
-    from qwen3repro.engine.weights import decode
-
-    info = f.tensors[name]
-    rows = int(np.prod(info.shape[:-1]))
-    return decode(f.raw(name).reshape(rows, -1), info.type).reshape(info.shape)
 
 
 class Reference:
