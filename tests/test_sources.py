@@ -28,7 +28,7 @@ def write_config(path: Path, model: dict, name: str = "m") -> Path:
         ({"source": "synthetic", "preset": "qwen3-huge"}, ["models.m.preset", "qwen3-huge"]),
         ({"source": "synthetic"}, ["models.m", "'preset' is a required property"]),
         ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B"}, ["models.m", "'revision' is a required property"]),
-        ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B", "revision": "main"}, ["models.m.revision", "'main'"]),
+        ({"source": "hub", "repo_id": "Qwen/Qwen3-0.6B", "revision": "a b"}, ["models.m.revision", "'a b'"]),
         ({"source": "local"}, ["models.m", "'path' is a required property"]),
         (
             {"source": "synthetic", "preset": "qwen3-tiny", "architecture": {"hidden": 8}},

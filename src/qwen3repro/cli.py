@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # huggingface_hub's retries ("Trying to resume download...") are ours to report, in one line
+    os.environ.setdefault("HF_HUB_VERBOSITY", "info" if args.verbose else "error")
     try:
         args.func(args)
     except UserError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -20,12 +21,44 @@ def check_writable_target(out: Path, force: bool) -> None:
         raise UserError(f"{out} already exists; remove it or pass --force to replace it")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove what a killed writer of `out` left beside it (`.<name>.<pid>.*.tmp` of a process that no
+    longer runs): SIGKILL, a power cut or the OOM killer skip every cleanup, and a rerun must not
+    leave the litter there forever."""
+    removed = []
+    prefix = f".{out.name}."
+    for path in out.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = path.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _temporary_prefix(out: Path) -> str:
+    return f".{out.name}.{os.getpid()}."
+
+
 @contextmanager
 def staged_file(out: Path | str, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `out` to write; it is renamed over `out` only if the block succeeds."""
     out = Path(out)
     check_writable_target(out, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    remove_stale_temporaries(out)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(out), suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -47,7 +80,8 @@ def staged_dir(out: Path | str, force: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory beside `out`; it becomes `out` only if the block succeeds."""
     out = Path(out)
     check_writable_target(out, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(out), suffix=".tmp", dir=out.parent))
     try:
         yield tmp
         _default_permissions(tmp)

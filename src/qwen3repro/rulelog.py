@@ -18,6 +18,12 @@ def rule_log(path: str | Path) -> Iterator[logging.Logger]:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # warnings (a branch resolved to a commit, a fallback taken) reach the terminal too, not only the log
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.WARNING)
+    terminal.setFormatter(logging.Formatter("qwen3repro: warning: %(message)s"))
+    ours = logging.getLogger("qwen3repro")
+    ours.addHandler(terminal)
     try:
         yield root
     except UserError as e:
@@ -25,5 +31,6 @@ def rule_log(path: str | Path) -> Iterator[logging.Logger]:
         print(f"qwen3repro: error: {e}", file=sys.stderr)
         sys.exit(1)
     finally:
+        ours.removeHandler(terminal)
         root.removeHandler(handler)
         handler.close()

@@ -1,9 +1,18 @@
-"""Downloads a model from the Hugging Face Hub at a pinned revision, resumably, and checks its bytes."""
+"""Downloads a model from the Hugging Face Hub at a pinned revision, resumably, and checks its bytes.
+
+huggingface_hub resolves the revision and lists the files (with the Hub's sha256 of each) and does the
+HTTP transfer, retrying a dropped connection in place with a Range request. What it no longer does
+(2.x) is keep a partial file when the process ends: its temporary files are per process and deleted
+on failure. A model is gigabytes, so this module keeps `<file>.part` in a directory of its own
+(results/models/.<name>.download, one Snakemake job at a time) and a rerun asks only for the rest.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +33,8 @@ HUB_PATTERNS = [
     "README.md",
 ]
 OFFLINE_CONFIG = "config/config.yaml"
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+log = logging.getLogger(__name__)
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -32,44 +43,129 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _verify(local_dir: Path, siblings) -> None:
-    """Check every downloaded file against the Hub's record: sha256 for LFS files, git blob id otherwise."""
-    for sib in siblings:
-        if not any(fnmatch.fnmatch(sib.rfilename, p) for p in HUB_PATTERNS):
-            continue
-        path = local_dir / sib.rfilename
-        if not path.is_file():
-            raise UserError(f"download incomplete: {sib.rfilename} is missing")
-        if sib.lfs is not None:
-            ok = sha256_file(path) == sib.lfs.sha256
-        else:
-            ok = sib.blob_id is None or _git_blob_sha1(path) == sib.blob_id
-        if not ok:
-            path.unlink()
-            raise UserError(f"{sib.rfilename}: checksum differs from the Hub's; deleted, run again to re-download")
+def wanted(siblings) -> list:
+    """The repository's files this pipeline downloads: top-level files matching HUB_PATTERNS."""
+    return [
+        s for s in siblings if "/" not in s.rfilename and any(fnmatch.fnmatch(s.rfilename, p) for p in HUB_PATTERNS)
+    ]
+
+
+def hub_record(sibling) -> dict:
+    """The Hub's own record of a file at the revision: its size and sha256 (LFS) or git blob id."""
+    if sibling.lfs is not None:
+        return {"size": sibling.size, "sha256": sibling.lfs.sha256}
+    return {"size": sibling.size, "git_blob": sibling.blob_id}
+
+
+def matches_record(path: Path, record: dict) -> bool:
+    if "sha256" in record:
+        return sha256_file(path) == record["sha256"]
+    return record.get("git_blob") is None or _git_blob_sha1(path) == record["git_blob"]
+
+
+def _offline(repo_id: str, revision: str, e: Exception) -> UserError:
+    return UserError(
+        f"cannot download {repo_id}@{revision} from the Hugging Face Hub ({first_line(e)}); "
+        f"offline, use the embedded default model: --configfile {OFFLINE_CONFIG}"
+    )
+
+
+def resolve(repo_id: str, revision: str):
+    """The repository's info at `revision` (files with the Hub's sizes and hashes). A branch or tag
+    is resolved to the commit it points to now, with a warning: the run is pinned to that commit."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+    except RevisionNotFoundError:
+        raise UserError(f"{repo_id}: revision {revision!r} does not exist on the Hub") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{repo_id}: no such model repository on the Hub (or a private one: set HF_TOKEN)") from None
+    except Exception as e:  # offline mode, connection refused, 5xx: OSError, httpx and HfHubHTTPError subclasses
+        raise _offline(repo_id, revision, e) from None
+    if not COMMIT.match(revision):
+        log.warning(
+            "%s: revision %r is a branch or tag, resolved to commit %s (recorded in the manifest); "
+            "set revision: %s to pin it",
+            repo_id,
+            revision,
+            info.sha,
+            info.sha,
+        )
+    return info
+
+
+def fetch(repo_id: str, commit: str, sibling, partial_dir: Path) -> Path:
+    """One file into `partial_dir`, resuming from its .part file, checked against the Hub's record."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    name, record = sibling.rfilename, hub_record(sibling)
+    final, part = partial_dir / name, partial_dir / f"{name}.part"
+    if final.is_file():  # downloaded and checked by an earlier attempt
+        return final
+    have = part.stat().st_size if part.is_file() else 0
+    if have > record["size"]:
+        part.unlink()
+        have = 0
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo_id, name, revision=commit))
+        with open(part, "ab") as f:
+            http_get(meta.location, f, resume_size=have, headers=build_hf_headers(), expected_size=record["size"])
+    except Exception as e:
+        got = part.stat().st_size if part.is_file() else 0
+        raise UserError(
+            f"download of {repo_id}/{name} stopped at {got:,} of {record['size']:,} bytes ({first_line(e)}); "
+            "run again to resume"
+        ) from None
+    if not matches_record(part, record):
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise UserError(
+            f"{repo_id}/{name}: the bytes received differ from the Hub's sha256 at {commit}; deleted, nothing kept"
+        )
+    part.rename(final)
+    return final
+
+
+def _route_hub_logging() -> None:
+    """huggingface_hub writes its warnings (a dropped connection retried) to stderr with a handler of its
+    own; send them where ours go instead: the rule's log file, or the CLI's stderr at its verbosity."""
+    import huggingface_hub  # noqa: F401  (configures its logger on import)
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):
+        hub_logger.removeHandler(handler)
+    hub_logger.propagate = True
 
 
 def download(repo_id: str, revision: str, out_dir: Path, partial_dir: Path) -> dict:
     """Download into `partial_dir` (kept between attempts, so an interrupted download resumes),
-    verify, then move the files into `out_dir`. Returns the recipe for the manifest."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    partial_dir = Path(partial_dir)
-    partial_dir.mkdir(exist_ok=True)
-    try:
-        snapshot_download(repo_id=repo_id, revision=revision, local_dir=partial_dir, allow_patterns=HUB_PATTERNS)
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
-    except Exception as e:  # huggingface_hub raises OSError, httpx and HfHubHTTPError subclasses
-        if not any(p for p in partial_dir.iterdir() if p.name != ".cache"):
-            shutil.rmtree(partial_dir, ignore_errors=True)
-        reason = first_line(e)
+    check every file against the Hub's record, then move the files into `out_dir`. Returns the recipe
+    for the manifest: the revision asked for, the commit it is, and the Hub's record of each file."""
+    _route_hub_logging()
+    info = resolve(repo_id, revision)
+    files = wanted(info.siblings or [])
+    if not files:
         raise UserError(
-            f"cannot download {repo_id}@{revision} from the Hugging Face Hub ({reason}); "
-            f"offline, use the embedded default model: --configfile {OFFLINE_CONFIG}"
-        ) from e
-    _verify(partial_dir, info.siblings or [])
-    for path in sorted(partial_dir.iterdir()):
-        if path.name != ".cache":
-            path.rename(out_dir / path.name)
+            f"{repo_id}@{info.sha}: none of the repository's files is a model file ({', '.join(HUB_PATTERNS)})"
+        )
+    partial_dir = Path(partial_dir)
+    pinned = partial_dir / "commit"
+    if partial_dir.is_dir() and (not pinned.is_file() or pinned.read_text().strip() != info.sha):
+        shutil.rmtree(partial_dir)  # parts of another commit (a branch that moved): start over
+    partial_dir.mkdir(exist_ok=True)
+    pinned.write_text(info.sha + "\n")
+    for sibling in files:
+        log.info("downloading %s (%s bytes)", sibling.rfilename, f"{sibling.size:,}")
+        fetch(repo_id, info.sha, sibling, partial_dir)
+    for sibling in files:
+        (partial_dir / sibling.rfilename).rename(out_dir / sibling.rfilename)
     shutil.rmtree(partial_dir)
-    return {"repo_id": repo_id, "revision": revision, "sha": info.sha}
+    return {
+        "repo_id": repo_id,
+        "revision": revision,
+        "sha": info.sha,
+        "hub_files": {s.rfilename: hub_record(s) for s in files},
+    }

@@ -59,6 +59,20 @@ def run_figures(model_dir: Path, perplexity_dir: Path | None) -> dict[str, float
     return figures
 
 
+def hub_rows(model_dir: Path) -> list[dict]:
+    """A Hub model's files against the Hub's own record at the pinned commit (from its manifest):
+    sha256 for LFS files, the git blob id for the others. Empty for other sources."""
+    from qwen3repro.model.hub import matches_record
+
+    manifest = json.loads((model_dir / "manifest.json").read_text("utf-8"))
+    rows = []
+    for name, record in (manifest.get("hub_files") or {}).items():
+        ok = matches_record(model_dir / name, record)
+        expected = record.get("sha256") or record.get("git_blob")
+        rows.append({"item": f"hub/{name}", "kind": "hub record", "expected": expected, "got": ok, "ok": ok})
+    return rows
+
+
 def compare(reference: dict, hashes: dict[str, str], figures: dict[str, float] | None = None) -> list[dict]:
     """One row per item of the reference: what was expected, what the run gave, and whether it matches."""
     rows = []
@@ -82,16 +96,16 @@ def compare(reference: dict, hashes: dict[str, str], figures: dict[str, float] |
 
 
 def verdict(
-    model: str, spec: dict, reference: dict | None, hashes: dict[str, str], figures: dict[str, float] | None = None
+    model: str,
+    spec: dict,
+    reference: dict | None,
+    hashes: dict[str, str],
+    figures: dict[str, float] | None = None,
+    hub: list[dict] | None = None,
 ) -> dict:
-    if reference is None:
-        return {
-            "model": model,
-            "verdict": "no reference",
-            "summary": f"{model}: no reference to compare with",
-            "items": [],
-        }
-    if reference["recipe"] != recipe(spec):
+    """`hub`: a Hub model's rows against the Hub's record (hub_rows), checked with or without a reference."""
+    hub = hub or []
+    if reference is not None and reference["recipe"] != recipe(spec):
         differing = sorted(
             k for k in set(reference["recipe"]) | set(recipe(spec)) if reference["recipe"].get(k) != recipe(spec).get(k)
         )
@@ -101,9 +115,23 @@ def verdict(
             "items": [],
             "summary": f"{model}: the config's recipe differs from the reference's ({', '.join(differing)})",
         }
-    rows = compare(reference, hashes, figures)
+    if reference is None and not hub:
+        return {
+            "model": model,
+            "verdict": "no reference",
+            "summary": f"{model}: no reference to compare with",
+            "items": [],
+        }
+    rows = hub + compare(reference or {}, hashes, figures)
+    parts = []
+    if hub:
+        commit = (spec.get("revision") or "")[:12]
+        parts.append(f"{sum(r['ok'] for r in hub)}/{len(hub)} files identical to the Hub's record at {commit}")
     files = [r for r in rows if r["kind"] == "sha256"]
-    parts = [f"{sum(r['ok'] for r in files)}/{len(files)} files identical to the reference"] if files else []
+    if files:
+        parts.append(f"{sum(r['ok'] for r in files)}/{len(files)} files identical to the reference")
+    elif hub:
+        parts.append("no GGUF hashes in the reference yet (add them from this run: qwen3repro reference --force)")
     for r in rows:
         if r["kind"] == "figure":
             got = "missing" if r["got"] is None else f"{r['got']:.4f}"
@@ -123,6 +151,9 @@ def mismatch_line(result: dict) -> str:
     bad = [r for r in result["items"] if not r["ok"]]
     first = bad[0]
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    if first["kind"] == "hub record":
+        got, expected = "differs from", f"the Hub's record {first['expected'][:16]}…"
+        return f"{result['model']}: does not reproduce the reference: {first['item']} {got} {expected}{more}"
     if first["kind"] == "figure":
         got = "missing" if first["got"] is None else f"{first['got']:.6g}"
         expected = f"{first['expected']:.6g} ± {first['tolerance']:g}"
@@ -147,7 +178,7 @@ def write_verdict(
     model_dir = Path(model_dir)
     figures = run_figures(model_dir, Path(perplexity_dir) if perplexity_dir else None)
     hashes = file_hashes(model_dir, Path(gguf_dir), model)
-    result = verdict(model, spec, load_reference(reference_path), hashes, figures)
+    result = verdict(model, spec, load_reference(reference_path), hashes, figures, hub_rows(model_dir))
     result["reference"] = str(reference_path)
     if result["verdict"] == "differs" and strict:
         raise UserError(mismatch_line(result))
