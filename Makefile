@@ -1,5 +1,6 @@
 # make run   set up .venv (first time only) and run the pipeline on the embedded default model, offline
-# make test  set up .venv (first time only), headless Chromium (Debian packages, as root), and run the test suite
+# make test  set up .venv (first time only), headless Chromium (Debian packages, as root), llama.cpp's tools
+#            (built once from source), and run the test suite
 # make lint  snakemake --lint, snakefmt, ruff check and ruff format --check (CI runs it)
 # make chat  chat with a GGUF model (MODEL=, SYSTEM=, THINKING=on|off, MULTI_TURN=on|off, ARGS=)
 # A second call re-installs nothing: the venv is rebuilt only when pyproject.toml changes.
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.qwen3repro-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test browser lint dag chat clean
+.PHONY: setup run test browser llama-tools lint dag chat clean
 
 setup: $(STAMP)
 
@@ -33,8 +34,26 @@ run: $(STAMP)
 	@$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --quiet host reason
 	@echo "report: $(CURDIR)/results/report/index.html (summary: results/report/summary.md)"
 
-test: $(STAMP) browser
+test: $(STAMP) browser llama-tools
 	@$(BIN)/python -m pytest -q
+
+# llama.cpp's own command-line tools (llama-perplexity, llama-quantize, llama-imatrix), built from the
+# llama.cpp tree that llama-cpp-python's source distribution vendors: the same version the peers
+# extra runs, so that the tests can hold our figures to the binaries' printed ones. Built once.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_DIR := $(VENV)/llama.cpp
+LLAMA_TOOLS := llama-perplexity llama-quantize llama-imatrix
+
+llama-tools: $(LLAMA_DIR)/build/bin/llama-perplexity
+
+$(LLAMA_DIR)/build/bin/llama-perplexity: | $(STAMP)
+	@echo "building llama.cpp's tools from llama-cpp-python $(LLAMA_CPP_PYTHON)'s source (once: a few minutes)"
+	@rm -rf $(LLAMA_DIR) && mkdir -p $(LLAMA_DIR)
+	@$(PIP) download --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON) -d $(LLAMA_DIR)
+	@tar -xzf $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_DIR)
+	@cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
+	  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+	@cmake --build $(LLAMA_DIR)/build --target $(LLAMA_TOOLS) -j $(CORES) >/dev/null
 
 # Headless Chromium for the report's browser test, from Debian's packages where apt-get can run
 # as root; elsewhere that one test is skipped with a message saying so.

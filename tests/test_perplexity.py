@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +149,75 @@ def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_inp
     assert_one_line_error(
         run_cli("perplexity", "--model", str(tiny_f32), "-f", str(tmp_path / "none.txt")), "none.txt: no such text file"
     )
+
+
+LLAMA_TOOLS = Path(__file__).resolve().parents[1] / ".venv" / "llama.cpp" / "build" / "bin"
+# llama-perplexity --kl-divergence's summary lines, as it prints them
+SUMMARY = {
+    "ppl": r"Mean PPL\(Q\)\s+:\s+([\d.]+) ± ([\d.]+)",
+    "kld_mean": r"Mean    KLD:\s+([\d.]+) ± ([\d.]+)",
+    "kld_max": r"Maximum KLD:\s+([\d.]+)()",
+    "kld_p99": r"99\.0%   KLD:\s+([\d.]+)()",
+    "rms_dp": r"RMS Δp    :\s+([\d.]+) ± ([\d.]+) %",
+    "same_top_p": r"Same top p:\s+([\d.]+) ± ([\d.]+) %",
+}
+
+
+def llama_tool(name: str) -> Path:
+    path = Path(os.environ.get("QWEN3REPRO_LLAMA_TOOLS", LLAMA_TOOLS)) / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not built (make llama-tools builds it from llama-cpp-python's source)")
+    return path
+
+
+def llama_perplexity_summary(output: str) -> dict[str, tuple[float, float]]:
+    figures = {}
+    for key, pattern in SUMMARY.items():
+        value, error = re.search(pattern, output).groups()
+        scale = 0.01 if key in ("rms_dp", "same_top_p") else 1.0  # printed in percent
+        figures[key] = (float(value) * scale, float(error or 0) * scale)
+    return figures
+
+
+def test_the_llama_cpp_side_figures_are_llama_perplexitys_on_the_same_file_text_and_chunks(
+    tiny_model, tiny_f32, tmp_path
+):
+    """The binary built from the llama.cpp tree llama-cpp-python vendors, with the same flags: F32 KV
+    cache, no flash attention, one batch per chunk (and, on AMX CPUs, no repacked weights, as ours)."""
+    from qwen3repro.accuracy.perplexity import perplexity_and_kld
+    from qwen3repro.convert.converter import convert
+    from qwen3repro.llamacpp import cpu_has_amx
+
+    pytest.importorskip("llama_cpp", reason="the peers extra (llama-cpp-python) is not installed")
+    binary = llama_tool("llama-perplexity")
+    q4 = tmp_path / "q4_k_m.gguf"
+    convert(tiny_model, "Q4_K_M", q4, name="qwen3-tiny")
+    text = tmp_path / "text.txt"
+    text.write_text(long_text())
+    n_ctx, chunks = 128, 6
+    ours = perplexity_and_kld(q4, tiny_f32, text.read_text(), n_ctx, chunks, ("numpy", "llama.cpp"), threads=2)
+    flags = ["-f", str(text), "-c", str(n_ctx), "--chunks", str(chunks), "-b", str(n_ctx), "-ub", str(n_ctx)]
+    flags += ["-t", "2", "-ctk", "f32", "-ctv", "f32", "-fa", "off"] + (["-nr"] if cpu_has_amx() else [])
+    base = str(tmp_path / "f32.logits")
+    first = subprocess.run(
+        [binary, "-m", tiny_f32, "--kl-divergence-base", base, *flags], capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = subprocess.run(
+        [binary, "-m", q4, "--kl-divergence-base", base, "--kl-divergence", *flags], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    theirs = llama_perplexity_summary(run.stdout + run.stderr)
+    mine = {"ppl": ours["llama_cpp"]["perplexity"]["ppl"]} | {
+        k: ours["llama_cpp"]["kld"][k] for k in SUMMARY if k != "ppl"
+    }
+    weights = ours["kld"]
+    print(f"\n{'':12} {'llama-perplexity':>24} {'ours, llama.cpp':>16} {'ours, NumPy':>12}")
+    for key, (value, error) in theirs.items():
+        numpy_side = ours["perplexity"]["ppl"] if key == "ppl" else weights[key]
+        print(f"{key:12} {value:>14.6g} ± {error:<8.2g} {mine[key]:>16.6g} {numpy_side:>12.6g}")
+    for key, (value, error) in theirs.items():
+        printed = 1e-6 if key.startswith("kld") else 1e-5  # the digits it prints
+        # the printed error where there is one; the max and the 99th percentile have none: 1% of the value
+        allowed = (error or 0.01 * value) + printed
+        assert abs(mine[key] - value) <= allowed, (key, mine[key], value, allowed)

@@ -241,12 +241,19 @@ def cmd_perplexity(args: argparse.Namespace) -> None:
         raise UserError(f"{args.file}: no such text file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    result = perplexity_and_kld(args.model, args.base or args.model, text, args.ctx_size, args.chunks)
-    p = result["perplexity"]
-    print(f"{result['n_tokens']} tokens, {p['n_chunks']} chunks of {p['n_ctx']}, {p['n_scored_tokens']} scored")
-    print(f"Final estimate: PPL = {p['ppl']:.4f} +/- {p['ppl_error']:.5f}")
-    if args.base:
-        print(report(result["kld"]))
+    runtimes = ("numpy", "llama.cpp") if args.llama_cpp else ("numpy",)
+    result = perplexity_and_kld(
+        args.model, args.base or args.model, text, args.ctx_size, args.chunks, runtimes, args.threads or 1
+    )
+    for name, r in (("NumPy engine", result), ("llama.cpp", result.get("llama_cpp"))):
+        if r is None:
+            continue
+        p = r["perplexity"]
+        chunks = f"{p['n_chunks']} chunks of {p['n_ctx']}"
+        print(f"{name}: {result['n_tokens']} tokens, {chunks}, {p['n_scored_tokens']} scored")
+        print(f"Final estimate: PPL = {p['ppl']:.4f} +/- {p['ppl_error']:.5f}")
+        if args.base:
+            print(report(r["kld"]))
     if args.json:
         write_json_atomic(Path(args.json), result, force=args.force)
 
@@ -365,6 +372,12 @@ def _add_measure_commands(sub) -> None:
     )
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length (default 512)")
     p.add_argument("--chunks", type=int, help="score at most this many chunks (default: all)")
+    p.add_argument(
+        "--llama-cpp",
+        action="store_true",
+        help="also llama.cpp's figures on the same chunks (its kernels' loss, as llama-perplexity prints it)",
+    )
+    p.add_argument("--threads", type=int, help="llama.cpp threads (default 1)")
     p.add_argument("--json", help="also write everything here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_perplexity)

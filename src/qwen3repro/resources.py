@@ -63,6 +63,14 @@ def check_mb(model_dir: Path | str, gguf: Path | str) -> int:
     return 2048 + 2 * gguf_mb(gguf) + 3 * safetensors_bytes(model_dir) // 2**20
 
 
-def perplexity_mb(gguf: Path | str, base: Path | str) -> int:
-    """Two engines (the file and the F32 base), and a chunk's logits from each in float32."""
-    return 2048 + gguf_mb(gguf) + gguf_mb(base)
+def perplexity_mb(gguf: Path | str, base: Path | str, n_ctx: int = 512, llama_cpp: bool = True) -> int:
+    """Two engines (the file and the F32 base) and a chunk's logits from each in float32; then
+    llama.cpp maps both files (page cache) and keeps every position's logits of a chunk, twice."""
+    engines = gguf_mb(gguf) + gguf_mb(base)
+    if not llama_cpp or not Path(base).exists():
+        return 2048 + engines
+    from qwen3repro.convert.reader import GGUFFile
+
+    with GGUFFile(base) as f:
+        vocab = int(max(f.tensors["token_embd.weight"].shape))
+    return 2048 + engines + 2 * n_ctx * vocab * 4 // 2**20

@@ -82,7 +82,8 @@ def check_mem_mb(wildcards, input):
 
 
 def perplexity_mem_mb(wildcards, input):
-    return resources.perplexity_mb(input.gguf, input.base)
+    settings = config["perplexity"]
+    return resources.perplexity_mb(input.gguf, input.base, settings["n_ctx"], "llama.cpp" in settings["runtimes"])
 
 
 def sweep_files():

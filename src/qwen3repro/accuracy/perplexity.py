@@ -1,5 +1,11 @@
 """Perplexity computed exactly as llama.cpp's llama-perplexity computes it, so the numbers compare.
 
+Measured by two runtimes on the same chunks, each against the F32 file in the same runtime: the NumPy
+engine dequantizes the weights and computes in float32, so its KL-divergence is the loss in the
+weights alone; llama.cpp also quantizes the activations inside its quantized dot products (to Q8_0
+or Q8_K), so its KL-divergence is what a llama.cpp user gets, and the figure llama.cpp's published
+tables quote. The difference is the kernels' own share.
+
 The whole text is tokenized once and cut into non-overlapping chunks of n_ctx tokens (a remainder
 shorter than n_ctx is dropped). Each chunk is evaluated from an empty cache, and only its second
 half is scored: the logits at positions n_ctx/2 .. n_ctx-2 predict the tokens after them, so
@@ -10,6 +16,7 @@ PPL * sqrt((mean(NLL^2) - mean(NLL)^2) / (count - 1)).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -111,6 +118,32 @@ def engine_logits(model) -> LogitsOf:
     return lambda chunk, first: model.forward(chunk, start=0, logits_from=first)
 
 
+def llama_cpp_model(gguf: Path | str, n_ctx: int, threads: int = 1):
+    """llama.cpp on a GGUF as llama-perplexity runs it: one batch per chunk, all logits kept, an F32
+    KV cache (the default F16 cache would add its own rounding to the loss being measured), and
+    no flash attention (as `-fa off`), so that the figures are the binary's with the same flags."""
+    from qwen3repro import llamacpp
+
+    if not Path(gguf).is_file():
+        raise UserError(f"{gguf}: cannot open, no such file")
+    return llamacpp.llama(
+        model_path=str(gguf),
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_ubatch=n_ctx,
+        n_threads=threads,
+        logits_all=True,
+        type_k=GGML_TYPE_F32,
+        type_v=GGML_TYPE_F32,
+        flash_attn=False,
+        verbose=False,
+    )
+
+
+GGML_TYPE_F32 = 0
+RUNTIMES = ("numpy", "llama.cpp")
+
+
 def llama_cpp_logits(llm) -> LogitsOf:
     """llama.cpp's logits (a llama_cpp.Llama made with logits_all=True)."""
 
@@ -123,12 +156,22 @@ def llama_cpp_logits(llm) -> LogitsOf:
 
 
 def perplexity_and_kld(
-    gguf: Path | str, base_gguf: Path | str, text: str, n_ctx: int = 512, max_chunks: int | None = None
+    gguf: Path | str,
+    base_gguf: Path | str,
+    text: str,
+    n_ctx: int = 512,
+    max_chunks: int | None = None,
+    runtimes: tuple[str, ...] = ("numpy",),
+    threads: int = 1,
 ) -> dict:
-    """The engine's PPL of `text` on `gguf`, and KL-divergence against `base_gguf` on the same chunks."""
+    """PPL of `text` on `gguf` and KL-divergence against `base_gguf` on the same chunks: the NumPy
+    engine's (`perplexity`, `kld`) and, with "llama.cpp" in `runtimes`, llama.cpp's (`llama_cpp`)."""
     from qwen3repro.engine.qwen3 import Qwen3
     from qwen3repro.engine.tokenizer import Tokenizer
 
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown or "numpy" not in runtimes:
+        raise UserError(f"perplexity runtimes: {list(runtimes)}; numpy and optionally llama.cpp")
     model = Qwen3(gguf, n_ctx=n_ctx)
     same_file = Path(gguf).resolve() == Path(base_gguf).resolve()
     base = model if same_file else Qwen3(base_gguf, n_ctx=n_ctx)
@@ -139,7 +182,18 @@ def perplexity_and_kld(
         )
     log.info("%d tokens; %d chunks of %d", len(tokens), len(tokens) // n_ctx, n_ctx)
     ppl, kld = score_chunks(engine_logits(model), tokens, n_ctx, max_chunks, None if same_file else engine_logits(base))
-    return {"n_tokens": len(tokens), "perplexity": ppl.as_dict(), "kld": kld.summary()}
+    result = {"n_tokens": len(tokens), "perplexity": ppl.as_dict(), "kld": kld.summary()}
+    if "llama.cpp" in runtimes:
+        del model, base  # the engine's float32 weights, before llama.cpp maps the files
+        gc.collect()
+        llm = llama_cpp_model(gguf, n_ctx, threads)
+        llm_base = llm if same_file else llama_cpp_model(base_gguf, n_ctx, threads)
+        log.info("llama.cpp on the same chunks")
+        ppl, kld = score_chunks(
+            llama_cpp_logits(llm), tokens, n_ctx, max_chunks, None if same_file else llama_cpp_logits(llm_base)
+        )
+        result["llama_cpp"] = {"perplexity": ppl.as_dict(), "kld": kld.summary()}
+    return result
 
 
 def write_perplexity(
@@ -150,18 +204,18 @@ def write_perplexity(
     settings: dict,
     model: str,
     file_type: str,
+    threads: int = 1,
 ) -> dict:
     text = Path(corpus).read_text("utf-8")
-    result = perplexity_and_kld(gguf, base_gguf, text, settings["n_ctx"], settings["chunks"])
+    runtimes = tuple(settings.get("runtimes", ["numpy"]))
+    result = perplexity_and_kld(gguf, base_gguf, text, settings["n_ctx"], settings["chunks"], runtimes, threads)
     result = {"model": model, "type": file_type, "gguf": str(gguf), "base": str(base_gguf), **result}
-    log.info(
-        "%s %s: PPL %.4f ± %.4f\n%s",
-        model,
-        file_type,
-        result["perplexity"]["ppl"],
-        result["perplexity"]["ppl_error"],
-        report(result["kld"]),
-    )
+    for name, r in (("numpy", result), ("llama.cpp", result.get("llama_cpp"))):
+        if r is not None:
+            p = r["perplexity"]
+            log.info(
+                "%s %s, %s: PPL %.4f ± %.4f\n%s", model, file_type, name, p["ppl"], p["ppl_error"], report(r["kld"])
+            )
     write_json_atomic(out, result)
     return result
 
@@ -200,6 +254,18 @@ def write_perplexity_table(parts: list[str], out: Path | str) -> str:
                 "n_ctx": p["n_ctx"],
                 "n_scored_tokens": p["n_scored_tokens"],
                 **{k: r["kld"][k] for k in TABLE_KLD},
+                **_llama_cpp_columns(r),
             }
         )
     return write_table(rows, out)
+
+
+def _llama_cpp_columns(r: dict) -> dict:
+    """llama.cpp's figures beside the engine's (llama_cpp_*), and the kernels' share of the mean KLD."""
+    if "llama_cpp" not in r:
+        return {}
+    p, k = r["llama_cpp"]["perplexity"], r["llama_cpp"]["kld"]
+    columns = {"llama_cpp_ppl": p["ppl"], "llama_cpp_ppl_error": p["ppl_error"]}
+    columns |= {f"llama_cpp_{key}": k[key] for key in TABLE_KLD}
+    columns["kernel_kld_mean"] = k["kld_mean"] - r["kld"]["kld_mean"]
+    return columns

@@ -48,7 +48,17 @@ def quality_vs_bits(types) -> bytes | None:
     a.errorbar(rows["bits_per_weight"], rows["ppl"], yerr=rows["ppl_error"], fmt="o", capsize=3)
     a.set(xlabel="bits per weight", ylabel="perplexity", title="Perplexity (± standard error)")
     kld = rows[rows["kld_mean"] > 0]
-    b.scatter(kld["bits_per_weight"], kld["kld_mean"], color="C3")
+    b.scatter(kld["bits_per_weight"], kld["kld_mean"], color="C3", label="weights (NumPy engine, float32)")
+    if "llama.cpp kld_mean" in rows and rows["llama.cpp kld_mean"].notna().any():
+        runtime = rows[rows["llama.cpp kld_mean"] > 0]
+        b.scatter(
+            runtime["bits_per_weight"],
+            runtime["llama.cpp kld_mean"],
+            marker="x",
+            color="C0",
+            label="llama.cpp (quantized activations too)",
+        )
+        b.legend(fontsize=7)
     if not kld.empty:
         b.set_yscale("log")
     b.set(xlabel="bits per weight", ylabel="mean KL(F32 || type)", title="KL divergence from F32")

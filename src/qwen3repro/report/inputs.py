@@ -151,6 +151,8 @@ def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame) -> 
             "ppl_error": p["perplexity"]["ppl_error"],
             "kld_mean": p["kld"]["kld_mean"],
             "same_top_p": p["kld"]["same_top_p"],
+            "llama.cpp kld_mean": p["llama_cpp"]["kld"]["kld_mean"] if "llama_cpp" in p else None,
+            "llama.cpp same_top_p": p["llama_cpp"]["kld"]["same_top_p"] if "llama_cpp" in p else None,
             "top1_agreement": c["top1_agreement"],
             "max_abs_dlogit": c["max_abs_dlogit"],
             "greedy_match": c["greedy_match"],

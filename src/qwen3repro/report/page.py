@@ -35,13 +35,21 @@ def figure_set(section: ModelSection) -> dict[str, bytes | None]:
 
 
 CAPTIONS = {
-    "quality-vs-bits": "Perplexity and KL divergence from the F32 file against bits per weight",
+    "quality-vs-bits": "Perplexity and KL divergence from the F32 file against bits per weight: the weights' loss "
+    "(NumPy engine, float32) and llama.cpp's (its kernels also quantize the activations)",
     "speed": "Prefill (pp) and decode (tg) tokens per second per engine and file type, mean ± sd",
     "sampling-heatmaps": "Sampling: distinct-2 and entropy over temperature × top-p",
     "thinking": "Thinking on vs off, per Qwen3 preset",
     "multi-turn": "Multi-turn: context, cache reuse and time to first token per turn",
     "training-curve": "Training curve",
 }
+
+
+KLD_NOTE = (
+    "Mean KLD against the F32 file, on the same chunks, twice: the NumPy engine computes in float32 on the "
+    "dequantized weights (the loss in the weights alone); llama.cpp also rounds the activations to 8 bits in its "
+    "quantized dot products (the loss a llama.cpp user gets, as its own tables quote it)."
+)
 
 
 def caption(name: str, model: str) -> str:
@@ -98,6 +106,7 @@ def render_markdown(sections: list[ModelSection], env: dict) -> str:
     for s in sections:
         header, rows = main_table(s)
         lines += [f"## {s.name}", "", markdown_table(header, rows), ""]
+    lines += [KLD_NOTE, ""]
     lines += [
         f"Made at commit {env['git commit']} with config sha256 {env['config sha256'][:16]}; "
         f"{env['CPU']}, {env['cores']} cores.",
