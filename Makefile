@@ -51,9 +51,10 @@ $(LLAMA_DIR)/build/bin/llama-perplexity: | $(STAMP)
 	@rm -rf $(LLAMA_DIR) && mkdir -p $(LLAMA_DIR)
 	@$(PIP) download --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON) -d $(LLAMA_DIR)
 	@tar -xzf $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_DIR)
-	@cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
-	  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-	@cmake --build $(LLAMA_DIR)/build --target $(LLAMA_TOOLS) -j $(CORES) >/dev/null
+	@{ cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
+	    -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF && \
+	  cmake --build $(LLAMA_DIR)/build --target $(LLAMA_TOOLS) -j $(CORES); } > $(LLAMA_DIR)/build.log 2>&1 || \
+	  { tail -n 30 $(LLAMA_DIR)/build.log; echo "llama.cpp's tools did not build: $(LLAMA_DIR)/build.log"; exit 1; }
 
 # Headless Chromium for the report's browser test, from Debian's packages where apt-get can run
 # as root; elsewhere that one test is skipped with a message saying so.

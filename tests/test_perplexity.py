@@ -154,12 +154,12 @@ def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_inp
 LLAMA_TOOLS = Path(__file__).resolve().parents[1] / ".venv" / "llama.cpp" / "build" / "bin"
 # llama-perplexity --kl-divergence's summary lines, as it prints them
 SUMMARY = {
-    "ppl": r"Mean PPL\(Q\)\s+:\s+([\d.]+) ± ([\d.]+)",
-    "kld_mean": r"Mean    KLD:\s+([\d.]+) ± ([\d.]+)",
+    "ppl": r"Mean PPL\(Q\)\s+:\s+([\d.]+)\s*±\s*([\d.]+)",
+    "kld_mean": r"Mean    KLD:\s+([\d.]+)\s*±\s*([\d.]+)",
     "kld_max": r"Maximum KLD:\s+([\d.]+)()",
     "kld_p99": r"99\.0%   KLD:\s+([\d.]+)()",
-    "rms_dp": r"RMS Δp    :\s+([\d.]+) ± ([\d.]+) %",
-    "same_top_p": r"Same top p:\s+([\d.]+) ± ([\d.]+) %",
+    "rms_dp": r"RMS Δp    :\s+([\d.]+)\s*±\s*([\d.]+) %",
+    "same_top_p": r"Same top p:\s+([\d.]+)\s*±\s*([\d.]+) %",
 }
 
 
@@ -216,8 +216,8 @@ def test_the_llama_cpp_side_figures_are_llama_perplexitys_on_the_same_file_text_
     for key, (value, error) in theirs.items():
         numpy_side = ours["perplexity"]["ppl"] if key == "ppl" else weights[key]
         print(f"{key:12} {value:>14.6g} ± {error:<8.2g} {mine[key]:>16.6g} {numpy_side:>12.6g}")
-    for key, (value, error) in theirs.items():
-        printed = 1e-6 if key.startswith("kld") else 1e-5  # the digits it prints
-        # the printed error where there is one; the max and the 99th percentile have none: 1% of the value
-        allowed = (error or 0.01 * value) + printed
-        assert abs(mine[key] - value) <= allowed, (key, mine[key], value, allowed)
+    for key, (value, _) in theirs.items():
+        # the same kernels on the same tokens: equal to the digits it prints (6 decimals; percentages 3),
+        # with float32 summation order allowed for (1e-5 relative); the NumPy engine's figures are not
+        half_digit = 0.5e-5 if key in ("rms_dp", "same_top_p") else 0.5e-6
+        assert abs(mine[key] - value) <= half_digit + 1e-5 * abs(value), (key, mine[key], value)
