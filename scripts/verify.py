@@ -16,6 +16,7 @@ with rule_log(snakemake.log[0]) as log:
         snakemake.output[0],
         strict=snakemake.params.strict,
         perplexity_dir=f"results/perplexity/{model}",
+        types=snakemake.params.types,
     )
     log.info("%s: %s", result["verdict"], result["summary"])
     print(f"verify: {result['verdict']}: {result['summary']}", flush=True)

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from qwen3repro.config import load_config
 from qwen3repro.errors import UserError
@@ -53,6 +54,17 @@ def test_one_flipped_byte_in_a_gguf_fails_with_one_line_naming_the_file(run, tmp
     assert message.startswith("qwen3-tiny: does not reproduce the reference: gguf/qwen3-tiny-F32.gguf sha256 ")
     lenient = write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, reference, out, strict=False)
     assert lenient["verdict"] == "differs" and lenient["summary"] == "qwen3-tiny: 5/6 files identical to the reference"
+
+
+def test_a_run_of_fewer_file_types_is_compared_on_the_files_it_makes(run, tmp_path):
+    spec, model_dir, gguf_dir, reference = run
+    data = load_reference(reference)
+    data["exact"]["gguf/qwen3-tiny-Q8_0.gguf"] = "0" * 64  # a type this run does not convert
+    reference.write_text(yaml.safe_dump(data))
+    result = write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, reference, tmp_path / "v.json", types=["F32"])
+    assert result["verdict"] == "reproduced" and result["summary"] == "qwen3-tiny: 6/6 files identical to the reference"
+    with pytest.raises(UserError, match="gguf/qwen3-tiny-Q8_0.gguf missing"):
+        write_verdict("qwen3-tiny", spec, model_dir, gguf_dir, reference, tmp_path / "v.json", types=["F32", "Q8_0"])
 
 
 def test_a_missing_reference_or_another_recipe_is_said_not_failed(run, tmp_path):

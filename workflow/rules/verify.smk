@@ -30,5 +30,6 @@ rule verify:
         spec=model_spec,
         reference=lambda w: Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml",
         strict=config["verify"]["strict"],
+        types=config["convert"]["types"],
     script:
         "../../scripts/verify.py"
