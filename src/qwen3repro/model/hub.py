@@ -57,9 +57,10 @@ def hub_record(sibling) -> dict:
     return {"size": sibling.size, "git_blob": sibling.blob_id}
 
 
-def matches_record(path: Path, record: dict) -> bool:
+def matches_record(path: Path, record: dict, sha256: str | None = None) -> bool:
+    """Whether the file is the one the Hub records; `sha256`: the file's, when already computed."""
     if "sha256" in record:
-        return sha256_file(path) == record["sha256"]
+        return (sha256 or sha256_file(path)) == record["sha256"]
     return record.get("git_blob") is None or _git_blob_sha1(path) == record["git_blob"]
 
 

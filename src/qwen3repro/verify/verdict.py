@@ -59,15 +59,16 @@ def run_figures(model_dir: Path, perplexity_dir: Path | None) -> dict[str, float
     return figures
 
 
-def hub_rows(model_dir: Path) -> list[dict]:
+def hub_rows(model_dir: Path, hashes: dict[str, str]) -> list[dict]:
     """A Hub model's files against the Hub's own record at the pinned commit (from its manifest):
-    sha256 for LFS files, the git blob id for the others. Empty for other sources."""
+    sha256 for LFS files (already in `hashes`, from file_hashes), the git blob id for the others.
+    Empty for other sources."""
     from qwen3repro.model.hub import matches_record
 
     manifest = json.loads((model_dir / "manifest.json").read_text("utf-8"))
     rows = []
     for name, record in (manifest.get("hub_files") or {}).items():
-        ok = matches_record(model_dir / name, record)
+        ok = matches_record(model_dir / name, record, hashes.get(f"model/{name}"))
         expected = record.get("sha256") or record.get("git_blob")
         rows.append({"item": f"hub/{name}", "kind": "hub record", "expected": expected, "got": ok, "ok": ok})
     return rows
@@ -193,7 +194,7 @@ def write_verdict(
     model_dir = Path(model_dir)
     figures = run_figures(model_dir, Path(perplexity_dir) if perplexity_dir else None)
     hashes = file_hashes(model_dir, Path(gguf_dir), model)
-    result = verdict(model, spec, load_reference(reference_path), hashes, figures, hub_rows(model_dir), types)
+    result = verdict(model, spec, load_reference(reference_path), hashes, figures, hub_rows(model_dir, hashes), types)
     result["reference"] = str(reference_path)
     if result["verdict"] == "differs" and strict:
         raise UserError(mismatch_line(result))
