@@ -126,7 +126,9 @@ def check_file(
     total = Divergence()
     max_abs, sum_abs, n_values = 0.0, 0.0, 0
     per_prompt = []
-    for p in progress_bar(prompt_tokens(generator, prompts, corpus_text, max_tokens), "check prompts"):
+    for p in progress_bar(
+        prompt_tokens(generator, prompts, corpus_text, max_tokens), f"{Path(gguf).stem}: check prompts"
+    ):
         tokens = p["tokens"]
         ref_logits, ref_greedy, ref_margins = reference.run(tokens, greedy_tokens)
         logits, greedy = engine_run(generator.model, tokens, greedy_tokens)

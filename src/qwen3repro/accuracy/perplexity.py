@@ -96,6 +96,7 @@ def score_chunks(
     n_ctx: int = 512,
     max_chunks: int | None = None,
     base_logits_of: LogitsOf | None = None,
+    description: str = "perplexity chunks",
 ) -> tuple[Perplexity, Divergence]:
     """llama-perplexity's PPL of `tokens` and, in the same pass, its --kl-divergence statistics
     against `base_logits_of` (against itself when there is none). Each chunk's logits are compared
@@ -103,7 +104,7 @@ def score_chunks(
     tokens = np.asarray(tokens, dtype=np.int64)
     ppl, kld = Perplexity(n_ctx), Divergence()
     first = n_ctx // 2
-    for i, chunk in enumerate(progress_bar(list(chunks(tokens, n_ctx, max_chunks)), "perplexity chunks")):
+    for i, chunk in enumerate(progress_bar(list(chunks(tokens, n_ctx, max_chunks)), description)):
         logits = logits_of(chunk, first)[:-1]  # positions first .. n_ctx-2 predict the tokens after them
         base_logits = logits if base_logits_of is None else base_logits_of(chunk, first)[:-1]
         positions = compare(base_logits, logits, chunk[first + 1 :])
@@ -181,7 +182,15 @@ def perplexity_and_kld(
             f"{base_gguf}: vocabulary of {base.config.vocab_size} tokens, {gguf} has {model.config.vocab_size}"
         )
     log.info("%d tokens; %d chunks of %d", len(tokens), len(tokens) // n_ctx, n_ctx)
-    ppl, kld = score_chunks(engine_logits(model), tokens, n_ctx, max_chunks, None if same_file else engine_logits(base))
+    name = Path(gguf).stem  # in the bars' labels: two jobs may draw on one terminal
+    ppl, kld = score_chunks(
+        engine_logits(model),
+        tokens,
+        n_ctx,
+        max_chunks,
+        None if same_file else engine_logits(base),
+        f"{name}: perplexity chunks (NumPy)",
+    )
     result = {"n_tokens": len(tokens), "perplexity": ppl.as_dict(), "kld": kld.summary()}
     if "llama.cpp" in runtimes:
         del model, base  # the engine's float32 weights, before llama.cpp maps the files
@@ -190,7 +199,12 @@ def perplexity_and_kld(
         llm_base = llm if same_file else llama_cpp_model(base_gguf, n_ctx, threads)
         log.info("llama.cpp on the same chunks")
         ppl, kld = score_chunks(
-            llama_cpp_logits(llm), tokens, n_ctx, max_chunks, None if same_file else llama_cpp_logits(llm_base)
+            llama_cpp_logits(llm),
+            tokens,
+            n_ctx,
+            max_chunks,
+            None if same_file else llama_cpp_logits(llm_base),
+            f"{name}: perplexity chunks (llama.cpp)",
         )
         result["llama_cpp"] = {"perplexity": ppl.as_dict(), "kld": kld.summary()}
     return result

@@ -137,7 +137,7 @@ def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict],
     runner = Runner(gguf, settings)
     rows, generations = [], []
     jobs = [(cell, seed) for cell in all_cells for seed in settings["seeds"]]
-    for cell, seed in progress_bar(jobs, "sweep cells"):
+    for cell, seed in progress_bar(jobs, f"{Path(gguf).stem}: sweep cells"):
         if cell["multi_turn"] is None:
             for p in settings["prompts"]:
                 prompt, result, stats = runner.generate(p["messages"], cell, seed)
