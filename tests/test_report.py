@@ -99,16 +99,20 @@ def test_a_missing_stage_output_is_a_one_line_error_naming_it(run, tmp_path):
 
 
 def test_values_a_stage_did_not_measure_are_shown_as_a_dash(run, tmp_path):
-    """llama.cpp's rows left out (as without llama-cpp-python): its columns go, no number is made up."""
+    """llama.cpp's figures left out (as without llama-cpp-python: its bench rows and its perplexity
+    figures): its columns go, no number is made up."""
     workdir, config = run
     bench = workdir / "results" / "bench" / "qwen3-shakespeare.json"
-    original = bench.read_bytes()
-    rows = [r for r in json.loads(original) if r["engine"] != "llama.cpp"]
+    parts = sorted((workdir / "results" / "perplexity" / "qwen3-shakespeare").glob("*.json"))
+    originals = {path: path.read_bytes() for path in [bench, *parts]}
     try:
-        bench.write_text(json.dumps(rows))
+        bench.write_text(json.dumps([r for r in json.loads(originals[bench]) if r["engine"] != "llama.cpp"]))
+        for part in parts:
+            part.write_text(json.dumps({k: v for k, v in json.loads(originals[part]).items() if k != "llama_cpp"}))
         write_report(config, tmp_path / "index.html", tmp_path / "summary.md", root=workdir)
     finally:
-        bench.write_bytes(original)
+        for path, data in originals.items():
+            path.write_bytes(data)
     summary = (tmp_path / "summary.md").read_text()
     assert "llama.cpp" not in summary
     q2k = next(line for line in summary.splitlines() if line.startswith("| Q2_K |"))

@@ -10,7 +10,14 @@ import jinja2
 from qwen3repro.fsutil import staged_dir, write_text_atomic
 from qwen3repro.report import figures
 from qwen3repro.report.inputs import ModelSection, collect, environment
-from qwen3repro.report.tables import main_table, markdown_table, model_card, sweep_table, transformers_rows
+from qwen3repro.report.tables import (
+    has_runtime_kld,
+    main_table,
+    markdown_table,
+    model_card,
+    sweep_table,
+    transformers_rows,
+)
 
 
 def figure_set(section: ModelSection) -> dict[str, bytes | None]:
@@ -36,7 +43,7 @@ def figure_set(section: ModelSection) -> dict[str, bytes | None]:
 
 CAPTIONS = {
     "quality-vs-bits": "Perplexity and KL divergence from the F32 file against bits per weight: the weights' loss "
-    "(NumPy engine, float32) and llama.cpp's (its kernels also quantize the activations)",
+    "(NumPy engine, float32) and, where measured, llama.cpp's (its kernels also quantize the activations)",
     "speed": "Prefill (pp) and decode (tg) tokens per second per engine and file type, mean ± sd",
     "sampling-heatmaps": "Sampling: distinct-2 and entropy over temperature × top-p",
     "thinking": "Thinking on vs off, per Qwen3 preset",
@@ -80,6 +87,7 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         "verdict": s.verify,
         "card": model_card(s),
         "main": main_table(s),
+        "runtime_kld": has_runtime_kld(s),
         "transformers": transformers_rows(s),
         "sweep": sweep_table(s),
         "accuracy_figures": [_figure(figs, f"{s.name}-{k}", s.name) for k in ("quality-vs-bits", "speed")],
@@ -106,7 +114,8 @@ def render_markdown(sections: list[ModelSection], env: dict) -> str:
     for s in sections:
         header, rows = main_table(s)
         lines += [f"## {s.name}", "", markdown_table(header, rows), ""]
-    lines += [KLD_NOTE, ""]
+    if any(has_runtime_kld(s) for s in sections):
+        lines += [KLD_NOTE, ""]
     lines += [
         f"Made at commit {env['git commit']} with config sha256 {env['config sha256'][:16]}; "
         f"{env['CPU']}, {env['cores']} cores.",

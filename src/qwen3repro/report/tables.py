@@ -29,17 +29,24 @@ def _get(row, key):
     return row[key] if key in row and not (isinstance(row[key], float) and math.isnan(row[key])) else None
 
 
+def has_runtime_kld(section: ModelSection) -> bool:
+    """Whether the perplexity stage measured llama.cpp's KLD too (perplexity.runtimes)."""
+    column = section.types.get("llama.cpp kld_mean")
+    return column is not None and column.notna().any()
+
+
 def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
     """The per-file-type table, as header and rows of strings (shared by the HTML and Markdown)."""
     tests = list(dict.fromkeys(section.bench["test"])) if not section.bench.empty else []
     engines = [e for e in ("numpy", "llama.cpp") if not section.bench.empty and e in set(section.bench["engine"])]
+    runtime_kld = has_runtime_kld(section)
     header = [
         "type",
         "size MiB",
         "bits/weight",
         "PPL ± error",
         "mean KLD, weights (NumPy)",
-        "mean KLD, llama.cpp",
+        *(["mean KLD, llama.cpp"] if runtime_kld else []),
         "same top p, weights (NumPy)",
         "top-1 vs transformers (same weights)",
         "greedy match",
@@ -57,7 +64,7 @@ def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
             fmt(r["bits_per_weight"], 2),
             ppl,
             fmt(r["kld_mean"], 3, sig=True),
-            fmt(_get(r, "llama.cpp kld_mean"), 3, sig=True),
+            *([fmt(_get(r, "llama.cpp kld_mean"), 3, sig=True)] if runtime_kld else []),
             fmt(r["same_top_p"], 2, percent=True),
             fmt(r["top1_agreement"], 2, percent=True),
             f"{int(r['greedy_match'])}/{int(r['greedy_tokens'])}",
