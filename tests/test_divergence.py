@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qwen3repro.accuracy.divergence import Divergence, compare, mean_and_error, median, percentile
+from qwen3repro.engine.logprobs import log_softmax
 
 
 def test_a_distribution_against_itself_has_zero_kld_and_the_same_top_token_everywhere():
@@ -91,3 +92,17 @@ def test_large_vocabularies_are_compared_in_blocks_with_the_same_result():
     pieces = [compare(base[i : i + 7], quant[i : i + 7], np.arange(150)[i : i + 7]) for i in range(0, 150, 7)]
     assert np.allclose(whole.kld, np.concatenate([p.kld for p in pieces]))
     assert np.allclose(whole.nll, np.concatenate([p.nll for p in pieces]))
+
+
+def test_llama_perplexitys_stored_base_keeps_its_16_bit_levels_and_drops_what_is_below_e_minus_16():
+    from qwen3repro.accuracy.divergence import llama_perplexity_base
+
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((3, 5000)) * 8).astype(np.float32)
+    stored, kept = llama_perplexity_base(logits)
+    exact = log_softmax(logits)
+    assert np.abs(stored - exact)[kept].max() <= 16 / 65535  # one level, whatever the row's range
+    assert not kept[exact < -16.001].any() and kept[exact > -15.999].all()
+    same = compare(logits, logits, base="llama-perplexity")
+    assert np.abs(same.kld).max() <= 16 / 65535 and same.same_top.all()
+    assert (compare(logits, logits).kld == 0).all()  # the exact base: 0, not a floor

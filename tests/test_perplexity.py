@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -179,9 +180,20 @@ def llama_perplexity_summary(output: str) -> dict[str, tuple[float, float]]:
     return figures
 
 
-def test_the_llama_cpp_side_figures_are_llama_perplexitys_on_the_same_file_text_and_chunks(
-    tiny_model, tiny_f32, tmp_path
-):
+def sharpened(model_dir: Path, out: Path, factor: float) -> Path:
+    """The model with its final norm scaled: logits `factor` times larger, next-token distributions
+    as peaked as a trained model's (a random model's spread over the whole vocabulary hides how
+    llama-perplexity stores its base: every log-probability stays above its -16 cut-off)."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(model_dir, out)
+    tensors = load_file(out / "model.safetensors")
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] * np.float32(factor)
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def test_the_llama_cpp_side_figures_are_llama_perplexitys_on_the_same_file_text_and_chunks(tiny_model, tmp_path):
     """The binary built from the llama.cpp tree llama-cpp-python vendors, with the same flags: F32 KV
     cache, no flash attention, one batch per chunk (and, on AMX CPUs, no repacked weights, as ours)."""
     from qwen3repro.accuracy.perplexity import perplexity_and_kld
@@ -190,8 +202,10 @@ def test_the_llama_cpp_side_figures_are_llama_perplexitys_on_the_same_file_text_
 
     pytest.importorskip("llama_cpp", reason="the peers extra (llama-cpp-python) is not installed")
     binary = llama_tool("llama-perplexity")
-    q4 = tmp_path / "q4_k_m.gguf"
-    convert(tiny_model, "Q4_K_M", q4, name="qwen3-tiny")
+    model = sharpened(tiny_model, tmp_path / "sharp", factor=12.0)
+    tiny_f32, q4 = tmp_path / "f32.gguf", tmp_path / "q4_k_m.gguf"
+    convert(model, "F32", tiny_f32, name="qwen3-tiny")
+    convert(model, "Q4_K_M", q4, name="qwen3-tiny")
     text = tmp_path / "text.txt"
     text.write_text(long_text())
     n_ctx, chunks = 128, 6

@@ -7,9 +7,13 @@ agree; at the end it prints means with their standard errors, percentiles, and t
 the correlation of the two ln PPLs. `Divergence` accumulates the same sums chunk by chunk, so
 nothing but one chunk's logits is ever held, and `summary()` computes what llama.cpp prints.
 
-One deliberate difference: llama.cpp stores the base log-probabilities as 16-bit integers and
-drops terms with log p_base < -16 from the KL sum; here both distributions are exact float64
-log-softmaxes of the float32 logits, so KL(F32 || F32) is exactly 0.
+llama.cpp stores the base log-probabilities as 16-bit integers (logits more than 16 below the top
+clamped, the rest rounded to 65,536 levels) and drops terms with log p_base <= -16 from the KL sum.
+`compare` computes both: by default both distributions are exact float64 log-softmaxes of the
+float32 logits, so KL(F32 || F32) is exactly 0; with base="llama-perplexity" the base is read back
+as llama-perplexity reads its --kl-divergence-base file, so that the figures are the ones it prints
+(on a trained model the two differ by a few percent of the mean KLD: the terms below e^-16 and the
+rounding of the stored levels).
 """
 
 from __future__ import annotations
@@ -38,19 +42,46 @@ class Positions:
         return np.exp(-self.nll) - np.exp(-self.nll_base)
 
 
-def compare(base_logits: np.ndarray, logits: np.ndarray, targets: np.ndarray | None = None) -> Positions:
+def llama_perplexity_base(base_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The base log-probabilities as llama-perplexity writes them to its --kl-divergence-base file
+    and reads them back (float32 arithmetic, as its C++), and the mask of the terms its KL sum keeps."""
+    logits = base_logits.astype(np.float32)
+    max_logit = logits.max(axis=-1, keepdims=True)
+    min_logit = np.maximum(logits.min(axis=-1, keepdims=True), max_logit - np.float32(16))
+    sum_exp = np.exp(logits - max_logit).sum(axis=-1, keepdims=True, dtype=np.float64)
+    log_sum_exp = np.log(sum_exp).astype(np.float32)
+    min_log_prob = min_logit - max_logit - log_sum_exp
+    scale = (max_logit - min_logit) / np.float32(65535)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        levels = np.where(logits > min_logit, np.rint((np.float32(1) / scale) * (logits - min_logit)), 0)
+    stored = scale * levels.astype(np.float32) + min_log_prob
+    return stored.astype(np.float64), stored > np.float32(-16)
+
+
+def compare(
+    base_logits: np.ndarray, logits: np.ndarray, targets: np.ndarray | None = None, base: str = "exact"
+) -> Positions:
     """KL(base || Q), argmax agreement and |Δlogit| per position; with `targets` (the next token at
-    each position) also both NLLs. Computed in blocks of ROWS positions to bound memory."""
+    each position) also both NLLs. `base`: "exact", or "llama-perplexity" (the base distribution as
+    llama-perplexity stores it, see the module's note). In blocks of ROWS positions to bound memory."""
     if base_logits.shape != logits.shape:
         raise ValueError(f"logits of shape {logits.shape} against base logits of shape {base_logits.shape}")
     parts = []
     for first in range(0, len(logits), ROWS):
         rows = slice(first, first + ROWS)
-        base_lp, lp = log_softmax(base_logits[rows]), log_softmax(logits[rows])
+        lp = log_softmax(logits[rows])
+        if base == "llama-perplexity":
+            base_lp, kept = llama_perplexity_base(base_logits[rows])
+            kld = np.where(kept, np.exp(base_lp) * (base_lp - lp), 0.0).sum(axis=-1)
+            base_top = base_lp.argmax(axis=-1)
+        else:
+            base_lp = log_softmax(base_logits[rows])
+            kld = (np.exp(base_lp) * (base_lp - lp)).sum(axis=-1)
+            base_top = base_logits[rows].argmax(axis=-1)
         diff = np.abs(logits[rows].astype(np.float64) - base_logits[rows])
         part = {
-            "kld": (np.exp(base_lp) * (base_lp - lp)).sum(axis=-1),
-            "same_top": base_logits[rows].argmax(axis=-1) == logits[rows].argmax(axis=-1),
+            "kld": kld,
+            "same_top": base_top == logits[rows].argmax(axis=-1),
             "max_abs_dlogit": diff.max(axis=-1),
             "sum_abs_dlogit": diff.sum(axis=-1),
         }

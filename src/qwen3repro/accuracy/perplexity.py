@@ -97,6 +97,7 @@ def score_chunks(
     max_chunks: int | None = None,
     base_logits_of: LogitsOf | None = None,
     description: str = "perplexity chunks",
+    base: str = "exact",
 ) -> tuple[Perplexity, Divergence]:
     """llama-perplexity's PPL of `tokens` and, in the same pass, its --kl-divergence statistics
     against `base_logits_of` (against itself when there is none). Each chunk's logits are compared
@@ -107,7 +108,7 @@ def score_chunks(
     for i, chunk in enumerate(progress_bar(list(chunks(tokens, n_ctx, max_chunks)), description)):
         logits = logits_of(chunk, first)[:-1]  # positions first .. n_ctx-2 predict the tokens after them
         base_logits = logits if base_logits_of is None else base_logits_of(chunk, first)[:-1]
-        positions = compare(base_logits, logits, chunk[first + 1 :])
+        positions = compare(base_logits, logits, chunk[first + 1 :], base)
         ppl.add_nll(positions.nll)
         kld.add(positions)
         log.info("chunk %d: PPL %.4f", i + 1, ppl.chunk_ppl[-1])
@@ -205,6 +206,7 @@ def perplexity_and_kld(
             max_chunks,
             None if same_file else llama_cpp_logits(llm_base),
             f"{name}: perplexity chunks (llama.cpp)",
+            base="llama-perplexity",  # its figures as llama-perplexity prints them, 16-bit base and all
         )
         result["llama_cpp"] = {"perplexity": ppl.as_dict(), "kld": kld.summary()}
     return result
