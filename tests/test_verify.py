@@ -104,3 +104,12 @@ def test_figures_are_held_to_their_tolerance_and_named_when_outside(tmp_path):
     (ppl_dir / "F32.json").write_text(json.dumps({"perplexity": {"ppl": 382.5}}))
     with pytest.raises(UserError, match=r"^m: does not reproduce the reference: ppl/F32 382.5, reference 380 ± 1$"):
         write_verdict("m", spec, model_dir, gguf_dir, reference, tmp_path / "v.json", perplexity_dir=ppl_dir)
+
+
+def test_the_synthetic_0_6b_shape_model_is_the_one_its_committed_reference_names(shape_model, repo):
+    """Seeded NumPy streams and IEEE rounding to bfloat16: the same bytes on every machine."""
+    from qwen3repro.fsutil import sha256_file
+
+    exact = load_reference(repo / "config" / "reference" / "qwen3-0.6b-shape.yaml")["exact"]
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert sha256_file(shape_model / name) == exact[f"model/{name}"], name
