@@ -43,17 +43,20 @@ test: $(STAMP) browser llama-tools
 LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_DIR := $(VENV)/llama.cpp
 LLAMA_TOOLS := llama-perplexity llama-quantize llama-imatrix
+# the system's CMake where there is one, else PyPI's, into the venv
+CMAKE := $(shell command -v cmake 2>/dev/null || echo $(BIN)/cmake)
 
 llama-tools: $(LLAMA_DIR)/build/bin/llama-perplexity
 
 $(LLAMA_DIR)/build/bin/llama-perplexity: | $(STAMP)
 	@echo "building llama.cpp's tools from llama-cpp-python $(LLAMA_CPP_PYTHON)'s source (once: a few minutes)"
 	@rm -rf $(LLAMA_DIR) && mkdir -p $(LLAMA_DIR)
+	@test -x $(CMAKE) || $(PIP) install cmake
 	@$(PIP) download --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON) -d $(LLAMA_DIR)
 	@tar -xzf $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_DIR)
-	@{ cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
+	@{ $(CMAKE) -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
 	    -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF && \
-	  cmake --build $(LLAMA_DIR)/build --target $(LLAMA_TOOLS) -j $(CORES); } > $(LLAMA_DIR)/build.log 2>&1 || \
+	  $(CMAKE) --build $(LLAMA_DIR)/build --target $(LLAMA_TOOLS) -j $(CORES); } > $(LLAMA_DIR)/build.log 2>&1 || \
 	  { tail -n 30 $(LLAMA_DIR)/build.log; echo "llama.cpp's tools did not build: $(LLAMA_DIR)/build.log"; exit 1; }
 
 # Headless Chromium for the report's browser test, from Debian's packages where apt-get can run
