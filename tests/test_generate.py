@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_cli
 
@@ -168,6 +169,49 @@ def test_generate_json_reports_tokens_text_stop_reason_and_timings(tiny_f32):
     out = json.loads(proc.stdout)
     assert len(out["tokens"]) == 5 and out["stop_reason"] == "max_new_tokens" and isinstance(out["text"], str)
     assert out["prefill_tokens_per_s"] > 0 and out["ttft_s"] > 0 and out["params"]["temperature"] == 0
+
+
+def test_generate_n_probs_gives_every_tokens_candidates_and_the_nucleus_cut_the_sampler_made(tiny_f32):
+    from qwen3repro.engine.generate import Generator
+    from qwen3repro.engine.sampler import SamplingParams, filter_distribution
+
+    flags = ["--temperature", "0.8", "--top-k", "10", "--top-p", "0.9", "--seed", "5", "--max-new-tokens", "6"]
+    proc = run_cli("generate", "--model", str(tiny_f32), "--prompt", "To be", *flags, "--n-probs", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    params = SamplingParams(**out["params"])
+    logits = []
+    generator = Generator.from_gguf(tiny_f32, n_ctx=256)
+    again = generator.generate(out["prompt_ids"], params, 6, observe=lambda _t, z, _d: logits.append(z.copy()))
+    assert again.tokens == out["tokens"] and len(out["probs"]) == len(out["tokens"])
+    for step, token, z in zip(out["probs"], out["tokens"], logits):
+        d = filter_distribution(z, params)
+        expected_top = np.argsort(-d.probs_before, kind="stable")[:5]
+        assert [c["id"] for c in step["top"]] == expected_top.tolist() and step["id"] == token
+        assert np.allclose([c["p"] for c in step["top"]], d.probs_before[expected_top], rtol=1e-12)
+        assert step["nucleus"]["size"] == len(d.ids) <= 10
+        assert step["nucleus"]["mass"] == pytest.approx(d.probs_before[d.ids].sum(), rel=1e-12)
+        assert step["nucleus"]["cutoff"] == pytest.approx(d.probs_before[d.ids].min(), rel=1e-12)
+        inside = [c["p_nucleus"] > 0 for c in step["top"]]
+        assert inside == [i in set(d.ids.tolist()) for i in expected_top.tolist()]
+
+
+def test_chat_show_probs_prints_a_candidates_line_per_token(tiny_f32):
+    import subprocess
+
+    from conftest import BIN, REPO
+
+    proc = subprocess.run(
+        [str(BIN / "qwen3repro"), "chat", "--model", str(tiny_f32), "--max-new-tokens", "4", "--show-probs", "3"],
+        input="Hello\n/exit\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "| nucleus " in line]
+    assert len(lines) == 4 and all(line.count("*") >= 1 and " p=" in line for line in lines), proc.stdout
 
 
 def test_chat_streams_answers_and_reuses_the_prefix_across_turns(tiny_f32):

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from conftest import chromium
 
 from qwen3repro.config import load_config
 from qwen3repro.errors import UserError
@@ -16,32 +17,6 @@ def run(pipeline_run):
     workdir, config_path, proc, _ = pipeline_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, load_config(config_path)
-
-
-def chromium():
-    """Headless Chromium driven by Selenium, or a skip saying what is missing."""
-    try:
-        from selenium import webdriver
-    except ImportError:
-        pytest.skip("selenium is not installed (the test extra)")
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip(
-            "headless Chromium is not installed: apt-get install chromium chromium-driver "
-            "(make test does this where it runs as root)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1300,1000",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
 
 def test_page_renders_in_headless_chromium_with_every_image_and_no_console_error(run, tmp_path):

@@ -167,10 +167,31 @@ def test_same_command_twice_gives_identical_non_timing_results_and_traces(tiny_f
     greedy = first[0]
     assert greedy["temperature"] == 0.0 and greedy["mean_entropy"] == 0.0 and greedy["mean_after_top_p"] == 1.0
     assert traces == traces2
+    assert [(t["preset"], t["thinking"]) for t in traces] == [("thinking", True), ("thinking", False)]
     step = traces[0]["steps"][0]
-    assert len(step["top"]) == 5 and step["top"][0]["p_before"] >= step["top"][-1]["p_before"]
-    assert step["chosen"]["p_after"] > 0  # drawn from what survived the filters
-    assert sum(t["p_after"] for t in step["top"]) <= 1.0 + 1e-9 and step["kept"] <= 20
+    assert len(step["ids"]) == 5 and step["gaps"][0] == 0 and step["gaps"] == sorted(step["gaps"])
+    assert 1 <= step["kept"] <= 20 and str(step["token"]) in traces[0]["pieces"]
+    assert 5 + sum(step["tail"]["counts"]) + step["banned"] == 151_936
+
+
+def test_a_trace_step_gives_every_stored_probability_within_its_stated_bound_at_any_temperature(tiny_f32):
+    """The top logits and the histogram of the rest against the full softmax: the page's error
+    bound holds, and is under 1e-4, from temperature 0.05 to 2."""
+    from qwen3repro.engine.logprobs import softmax
+    from qwen3repro.sweep.traces import probabilities, record_step
+
+    runner = Runner(tiny_f32, small_settings())
+    logits = []
+    runner.trace(PROMPT["messages"], "thinking", True, 0, 64, observe=lambda _t, z, _d: logits.append(z.copy()))
+    rng = np.random.default_rng(0)
+    # the model's own steps, and harder ones: a peaked and a flat distribution over the real vocabulary
+    cases = logits + [rng.normal(0, 4, 151_936), rng.normal(0, 0.3, 151_936)]
+    for z in cases:
+        step = record_step(0, z, 64, 1)
+        for temperature in (0.05, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0):
+            p, bound = probabilities(step, temperature)
+            exact = softmax(np.asarray(z, np.float64) / temperature)[step["ids"]]
+            assert bound <= 1e-4 and np.all(np.abs(p - exact) <= bound * exact + 1e-15), (temperature, bound)
 
 
 def test_another_seed_gives_other_tokens(tiny_f32):

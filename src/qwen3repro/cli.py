@@ -74,6 +74,12 @@ def _on_off(value: str) -> bool:
     return value == "on"
 
 
+def _count(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a number of candidates from 1 to 1000, not {value!r}")
+    return int(value)
+
+
 def _sampling(args: argparse.Namespace, thinking: bool):
     from qwen3repro.engine.sampler import preset
 
@@ -116,11 +122,14 @@ def cmd_chat(args: argparse.Namespace) -> None:
         thinking=args.thinking,
         multi_turn=args.multi_turn,
         max_new_tokens=args.max_new_tokens,
+        show_probs=args.show_probs,
     )
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     import json
+
+    from qwen3repro.engine.candidates import Candidates, format_step
 
     params = _sampling(args, args.thinking if args.chat else False)
     generator = _generator(args)
@@ -136,17 +145,22 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    candidates = Candidates(args.n_probs, generator.tokenizer.decode) if args.n_probs else None
     result = generator.generate(
         prompt,
         params,
         max_new_tokens=args.max_new_tokens,
         on_token=None if args.json else show,
+        observe=candidates,
         banned=generator.thinking_ban(args.thinking or not args.chat),
     )
+    probs = {"probs": candidates.steps} if candidates else {}
     if args.json:
-        print(json.dumps({"prompt_ids": prompt, **result.as_dict()}, ensure_ascii=False))
+        print(json.dumps({"prompt_ids": prompt, **result.as_dict(), **probs}, ensure_ascii=False))
     else:
         print()
+        for step in probs.get("probs", []):
+            print(format_step(step))
         print(result.summary(), file=sys.stderr)
 
 
@@ -323,6 +337,13 @@ def _add_engine_commands(sub) -> None:
         metavar="on|off",
         help="keep the conversation (default on); off answers each question on its own",
     )
+    p.add_argument(
+        "--show-probs",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="after each answer, a line per token: its top-N candidates' probabilities and the nucleus cut",
+    )
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("generate", help="one completion of a prompt, for scripts")
@@ -330,6 +351,13 @@ def _add_engine_commands(sub) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="render the prompt as a user turn through the chat template")
     p.add_argument("--json", action="store_true", help="print tokens, text, stop reason and timings as JSON")
+    p.add_argument(
+        "--n-probs",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="the top-N candidates of every token with probabilities and the nucleus cut (in --json: probs)",
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tokenize", help="the token ids and pieces the model sees")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
+from qwen3repro.engine.candidates import Candidates, format_step
 from qwen3repro.engine.generate import Generator
 from qwen3repro.engine.sampler import SamplingParams
 
@@ -21,11 +22,13 @@ def run(
     thinking: bool = True,
     multi_turn: bool = True,
     max_new_tokens: int = 2048,
+    show_probs: int = 0,
     read: Callable[[], str | None] | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> list[dict]:
-    """Chat until `read` returns None (end of input) or "/exit"; returns the conversation."""
+    """Chat until `read` returns None (end of input) or "/exit"; returns the conversation. With
+    show_probs N, every answer is followed by a line per token with its top-N candidates."""
     read = read or _read_line
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     while True:
@@ -41,10 +44,18 @@ def run(
             out.write(piece)
             out.flush()
 
+        candidates = Candidates(show_probs, generator.tokenizer.decode) if show_probs else None
         result = generator.generate(
-            prompt, params, max_new_tokens=max_new_tokens, on_token=show, banned=generator.thinking_ban(thinking)
+            prompt,
+            params,
+            max_new_tokens=max_new_tokens,
+            on_token=show,
+            observe=candidates,
+            banned=generator.thinking_ban(thinking),
         )
         out.write("\n")
+        for step in candidates.steps if candidates else ():
+            out.write(format_step(step) + "\n")
         out.flush()
         print(result.summary(), file=err)
         if multi_turn:  # the full answer; the template itself drops the thinking from history

@@ -10,6 +10,8 @@ import io
 
 import numpy as np
 
+from qwen3repro.sweep import traces
+
 
 def _pyplot():
     import matplotlib
@@ -161,24 +163,30 @@ def _label(piece: str, width: int = 12) -> str:
 
 
 def token_trace(trace: dict, steps: int = 6, top: int = 10) -> bytes | None:
-    """The first steps of one trace: the top tokens' probabilities before the filters (after
-    temperature; narrow bars) and after them (renormalised; wide pale bars), the chosen token in red."""
+    """The first steps of one trace at its recorded settings: the top tokens' probabilities before
+    the filters (after temperature; narrow bars) and after them (renormalised over what the
+    filters kept; wide pale bars), the drawn token in red."""
     if not trace or not trace.get("steps"):
         return None
     plt = _pyplot()
     shown = trace["steps"][:steps]
+    temperature = trace["params"]["temperature"] or 1.0
     fig, axes = plt.subplots(1, len(shown), figsize=(2.3 * len(shown), 3.2), squeeze=False)
     for i, (axis, step) in enumerate(zip(axes[0], shown)):
-        entries = step["top"][:top][::-1]
-        y = np.arange(len(entries))
-        chosen = ["C3" if e["id"] == step["chosen"]["id"] else "C0" for e in entries]
-        axis.barh(y, [e["p_after"] for e in entries], height=0.8, color=chosen, alpha=0.3, label="after filters")
-        axis.barh(y, [e["p_before"] for e in entries], height=0.35, color=chosen, label="before filters")
-        axis.set_yticks(y, [_label(e["piece"]) for e in entries], fontsize=7)
-        axis.set_title(f"step {i + 1}: {_label(step['chosen']['piece'])}", fontsize=8)
+        before, _ = traces.probabilities(step, temperature)
+        kept = step["kept"]  # past the stored candidates, the nucleus' mass is not known here: no bars
+        after = np.where(np.arange(len(before)) < kept, before / before[:kept].sum(), 0.0) * (kept <= len(before))
+        ids = step["ids"][:top][::-1]
+        y = np.arange(len(ids))
+        chosen = ["C3" if t == step["token"] else "C0" for t in ids]
+        axis.barh(y, after[:top][::-1], height=0.8, color=chosen, alpha=0.3, label="after filters")
+        axis.barh(y, before[:top][::-1], height=0.35, color=chosen, label="before filters")
+        axis.set_yticks(y, [_label(trace["pieces"][str(t)]) for t in ids], fontsize=7)
+        axis.set_title(f"step {i + 1}: {_label(trace['pieces'][str(step['token'])])}", fontsize=8)
         axis.tick_params(axis="x", labelsize=7)
     axes[0][0].legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"{trace['prompt']}, preset {trace['preset']}", fontsize=9)
+    thinking = "on" if trace["thinking"] else "off"
+    fig.suptitle(f"{trace['prompt']}, preset {trace['preset']}, thinking {thinking}", fontsize=9)
     return _png(fig)
 
 

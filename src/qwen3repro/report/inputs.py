@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qwen3repro.errors import UserError
+from qwen3repro.sweep.traces import check_traces
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -195,7 +196,7 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
         )
         for t in config["sweep"]["types"]:
             section.sweeps[t] = _read(files, f"sweep/{t}")
-            section.traces[t] = _read(files, f"traces/{t}")["traces"]
+            section.traces[t] = check_traces(_read(files, f"traces/{t}"), files[f"traces/{t}"])
         sections.append(section)
     return sections
 

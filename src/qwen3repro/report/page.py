@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from qwen3repro.fsutil import staged_dir, write_text_atomic
 from qwen3repro.report import figures
@@ -18,6 +19,7 @@ from qwen3repro.report.tables import (
     sweep_table,
     transformers_rows,
 )
+from qwen3repro.sweep.traces import TAIL_EDGES
 
 
 def figure_set(section: ModelSection) -> dict[str, bytes | None]:
@@ -74,6 +76,28 @@ def _figure(figs: dict[str, bytes | None], name: str, model: str) -> dict:
     return {"src": src, "caption": caption(name, model)}
 
 
+def explorer_data(s: ModelSection) -> dict | None:
+    """What the sampling explorer reads: every recorded generation, by file type, on one list."""
+    generations: dict[str, dict] = {}
+    pieces: dict[str, str] = {}
+    for file_type, traces in s.traces.items():
+        for trace in traces:
+            key = f"{trace['prompt']} · preset {trace['preset']} · thinking {'on' if trace['thinking'] else 'off'}"
+            entry = generations.setdefault(key, {"key": key, "params": trace["params"], "by_type": {}})
+            entry["by_type"][file_type] = {"tokens": trace["tokens"], "steps": trace["steps"]}
+            pieces.update(trace["pieces"])
+    if not generations:
+        return None
+    top = max(len(step["ids"]) for g in generations.values() for t in g["by_type"].values() for step in t["steps"][:1])
+    return {
+        "types": list(s.traces),
+        "top": top,
+        "edges": TAIL_EDGES.tolist(),
+        "traces": list(generations.values()),
+        "pieces": pieces,
+    }
+
+
 def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
     """What the template shows of one model, every value already text."""
     sampling = sorted(
@@ -90,6 +114,7 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         "runtime_kld": has_runtime_kld(s),
         "transformers": transformers_rows(s),
         "sweep": sweep_table(s),
+        "explorer": explorer_data(s),
         "accuracy_figures": [_figure(figs, f"{s.name}-{k}", s.name) for k in ("quality-vs-bits", "speed")],
         "sampling_figures": [_figure(figs, k, s.name) for k in sampling],
         "training_figure": _figure(figs, f"{s.name}-training-curve", s.name) if s.curve is not None else None,
@@ -103,8 +128,11 @@ def render_html(sections: list[ModelSection], env: dict, figs: dict[str, bytes |
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("qwen3repro.report"), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    script = (Path(__file__).parent / "templates" / "explorer.js").read_text("utf-8")
     return templates.get_template("report.html.j2").render(
-        sections=[page_section(s, figs) for s in sections], environment=[[k, str(v)] for k, v in env.items()]
+        sections=[page_section(s, figs) for s in sections],
+        environment=[[k, str(v)] for k, v in env.items()],
+        explorer_js=markupsafe.Markup(script),  # the page's own script, inline: no file beside the page
     )
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qwen3repro.engine.sampler import PRESETS
-from qwen3repro.fsutil import staged_file, write_json_atomic, write_text_atomic
+from qwen3repro.fsutil import staged_file, write_text_atomic
 from qwen3repro.progress import progress_bar
 from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings
 from qwen3repro.sweep.statistics import StepStats, distinct_n, repeated_ngram_rate, think_tokens
+from qwen3repro.sweep.traces import TAIL_EDGES, TraceRecorder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,20 +41,40 @@ class Runner:
         vocab = self.generator.tokenizer.vocab
         self.think_open, self.think_close = vocab.get(THINK_OPEN), vocab.get(THINK_CLOSE)
 
-    def generate(self, messages: list[dict], cell: dict, seed: int, trace_top: int = 0, fresh: bool = True):
+    def generate(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None):
+        """One generation of a cell; `observe` (a sampler observer) also sees every step."""
         g = self.generator
         if fresh:
             g.cached = []  # every single-turn run starts from an empty cache, so timings compare
         prompt = g.chat_prompt(messages, thinking=cell["thinking"])
-        stats = StepStats(trace_top, g.tokenizer)
+        stats = StepStats()
         result = g.generate(
             prompt,
             replace(cell["params"], seed=seed),
             self.max_new_tokens,
-            observe=stats,
+            observe=stats if observe is None else lambda *step: (stats(*step), observe(*step)),
             banned=g.thinking_ban(cell["thinking"]),
         )
         return prompt, result, stats
+
+    def trace(self, messages: list[dict], preset_name: str, thinking: bool, seed: int, top: int, observe=None) -> dict:
+        """One showcase generation at a Qwen3 preset, every step recorded for the report's explorer."""
+        cell = {"params": PRESETS[preset_name], "thinking": thinking}
+        recorder = TraceRecorder(top)
+        both = recorder if observe is None else lambda *step: (recorder(*step), observe(*step))
+        _, result, _ = self.generate(messages, cell, seed, observe=both)
+        decode = self.generator.tokenizer.decode
+        seen = sorted({i for step in recorder.steps for i in step["ids"]} | set(result.tokens))
+        return {
+            "preset": preset_name,
+            "thinking": thinking,
+            "params": PRESETS[preset_name].as_dict(),
+            "seed": seed,
+            "text": result.text,
+            "tokens": result.tokens,
+            "pieces": {str(i): decode([i]) for i in seen},
+            "steps": recorder.steps,
+        }
 
     def row(
         self, cell: dict, name: str, seed: int, prompt: list[int], result, stats: StepStats, turn: int | None = None
@@ -117,9 +138,7 @@ class Runner:
         """Time to the first token when nothing is cached, sampled as in the run it is compared with."""
         g = self.generator
         g.cached = []
-        result = g.generate(
-            prompt, replace(cell["params"], seed=seed), 1, observe=StepStats(), banned=g.thinking_ban(cell["thinking"])
-        )
+        result = g.generate(prompt, replace(cell["params"], seed=seed), 1, banned=g.thinking_ban(cell["thinking"]))
         return result.ttft_s
 
 
@@ -154,25 +173,9 @@ def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict],
     for name in t.get("prompts", []):
         p = next(p for p in settings["prompts"] if p["name"] == name)
         for preset_name in t.get("presets", ["thinking", "non-thinking"]):
-            cell = {
-                "grid": "trace",
-                "cell": f"trace: preset={preset_name}",
-                "preset": preset_name,
-                "params": PRESETS[preset_name],
-                "thinking": preset_name != "non-thinking",
-                "multi_turn": None,
-            }
-            _, result, stats = runner.generate(p["messages"], cell, seed=t.get("seed", 0), trace_top=t.get("top", 20))
-            traces.append(
-                {
-                    "prompt": name,
-                    "preset": preset_name,
-                    "params": PRESETS[preset_name].as_dict(),
-                    "thinking": cell["thinking"],
-                    "text": result.text,
-                    "steps": stats.trace,
-                }
-            )
+            for thinking in t.get("thinking", [True, False]):
+                trace = runner.trace(p["messages"], preset_name, thinking, t.get("seed", 0), t.get("top", 64))
+                traces.append({"prompt": name, **trace})
     return rows, generations, traces
 
 
@@ -201,7 +204,11 @@ def write_sweep(
         "".join(json.dumps({"model": model, "type": file_type, **g}, ensure_ascii=False) + "\n" for g in generations),
         force=True,
     )
-    write_json_atomic(out_traces, {"model": model, "type": file_type, "traces": traces})
+    write_text_atomic(
+        Path(out_traces),
+        json.dumps({"model": model, "type": file_type, "tail_edges": TAIL_EDGES.tolist(), "traces": traces}) + "\n",
+        force=True,
+    )
     return frame
 
 

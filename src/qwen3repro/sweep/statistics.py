@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qwen3repro.engine.logprobs import entropy, softmax
+from qwen3repro.engine.logprobs import entropy
 from qwen3repro.engine.sampler import Filtered
 
 
@@ -41,10 +41,9 @@ def repeated_ngram_rate(tokens: list[int], n: int = 4) -> float:
 class StepStats:
     """Per-step statistics of the distributions a generation drew from."""
 
-    def __init__(self, trace_top: int = 0, tokenizer=None):
+    def __init__(self):
         self.entropy, self.chosen_prob = [], []
         self.after_top_k, self.after_top_p, self.after_min_p = [], [], []
-        self.trace_top, self.tokenizer, self.trace = trace_top, tokenizer, []
 
     def __call__(self, token: int, logits: np.ndarray, dist: Filtered | None) -> None:
         if dist is None:  # temperature 0: all the mass on the argmax
@@ -58,32 +57,6 @@ class StepStats:
             self.after_top_k.append(dist.after_top_k)
             self.after_top_p.append(dist.after_top_p)
             self.after_min_p.append(dist.after_min_p)
-        if self.trace_top:
-            self.trace.append(self._trace_step(token, logits, dist))
-
-    def _trace_step(self, token: int, logits: np.ndarray, dist: Filtered | None) -> dict:
-        """The top tokens before filtering (after temperature) and their share after it."""
-        if dist is None:
-            before = softmax(logits.astype(np.float64))
-            after = {token: 1.0}
-        else:
-            before = dist.probs_before
-            after = dict(zip(dist.ids.tolist(), dist.probs.tolist()))
-        top = np.argsort(-before, kind="stable")[: self.trace_top]
-        piece = lambda i: self.tokenizer.decode([int(i)])  # noqa: E731
-        return {
-            "chosen": {
-                "id": token,
-                "piece": piece(token),
-                "p_before": float(before[token]),
-                "p_after": after.get(token, 0.0),
-            },
-            "top": [
-                {"id": int(i), "piece": piece(i), "p_before": float(before[i]), "p_after": after.get(int(i), 0.0)}
-                for i in top
-            ],
-            "kept": len(after),
-        }
 
     def summary(self) -> dict:
         mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
