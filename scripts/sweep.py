@@ -11,7 +11,6 @@ with rule_log(snakemake.log[0]) as log:
         snakemake.params.settings,
         snakemake.output.table,
         snakemake.output.generations,
-        snakemake.output.traces,
         model=snakemake.wildcards.model,
         file_type=snakemake.wildcards.type,
     )

@@ -6,7 +6,7 @@ import pytest
 from qwen3repro.config import validate_config
 from qwen3repro.errors import UserError
 from qwen3repro.sweep.grid import cells
-from qwen3repro.sweep.runner import Runner, run_sweep
+from qwen3repro.sweep.runner import Runner, run_sweep, run_traces
 from qwen3repro.sweep.statistics import distinct_n, repeated_ngram_rate, think_tokens
 
 BASE = {"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}}
@@ -158,8 +158,9 @@ def test_same_command_twice_gives_identical_non_timing_results_and_traces(tiny_f
 
     from qwen3repro.sweep.runner import TIMING_COLUMNS
 
-    first, generations, traces = run_sweep(tiny_f32, small_settings())
-    second, _, traces2 = run_sweep(tiny_f32, small_settings())
+    first, generations = run_sweep(tiny_f32, small_settings())
+    second, _ = run_sweep(tiny_f32, small_settings())
+    traces, traces2 = run_traces(tiny_f32, small_settings()), run_traces(tiny_f32, small_settings())
     a = pd.DataFrame(first).drop(columns=TIMING_COLUMNS, errors="ignore")
     b = pd.DataFrame(second).drop(columns=TIMING_COLUMNS, errors="ignore")
     pd.testing.assert_frame_equal(a, b)
@@ -172,6 +173,18 @@ def test_same_command_twice_gives_identical_non_timing_results_and_traces(tiny_f
     assert len(step["ids"]) == 5 and step["gaps"][0] == 0 and step["gaps"] == sorted(step["gaps"])
     assert 1 <= step["kept"] <= 20 and str(step["token"]) in traces[0]["pieces"]
     assert 5 + sum(step["tail"]["counts"]) + step["banned"] == 151_936
+
+
+def test_a_trace_along_another_files_tokens_takes_those_tokens_and_along_its_own_equals_its_own(tiny_f32):
+    settings = small_settings()
+    free = run_traces(tiny_f32, settings)
+    along_itself = run_traces(tiny_f32, settings, along={"type": "F32", "traces": free})
+    assert [t.get("along") for t in along_itself] == [None, "F32", None, "F32"]
+    for plain, forced in zip(along_itself[0::2], along_itself[1::2]):
+        assert forced["tokens"] == plain["tokens"] and forced["steps"] == plain["steps"]
+    other = [{**t, "tokens": t["tokens"][:2][::-1]} for t in free]  # another text: the first two tokens swapped
+    forced = run_traces(tiny_f32, settings, along={"type": "X", "traces": other})[1]
+    assert forced["tokens"] == other[0]["tokens"] and [s["token"] for s in forced["steps"]] == other[0]["tokens"]
 
 
 def test_a_trace_step_gives_every_stored_probability_within_its_stated_bound_at_any_temperature(tiny_f32):
@@ -195,8 +208,8 @@ def test_a_trace_step_gives_every_stored_probability_within_its_stated_bound_at_
 
 
 def test_another_seed_gives_other_tokens(tiny_f32):
-    rows_a, gens_a, _ = run_sweep(tiny_f32, small_settings(grids=[{"name": "t", "preset": "thinking"}], traces={}))
-    rows_b, gens_b, _ = run_sweep(
+    rows_a, gens_a = run_sweep(tiny_f32, small_settings(grids=[{"name": "t", "preset": "thinking"}], traces={}))
+    rows_b, gens_b = run_sweep(
         tiny_f32, small_settings(grids=[{"name": "t", "preset": "thinking"}], traces={}, seeds=[1])
     )
     assert gens_a[0]["tokens"] != gens_b[0]["tokens"]

@@ -86,6 +86,14 @@ def perplexity_mem_mb(wildcards, input):
     return resources.perplexity_mb(input.gguf, input.base, settings["n_ctx"], "llama.cpp" in settings["runtimes"])
 
 
+def traces_reference(wildcards):
+    """The first sweep type's traces, along whose tokens every other type is also traced."""
+    first = config["sweep"]["types"][0]
+    if wildcards.type == first:
+        return []
+    return f"results/sweep/{wildcards.model}/{first}-traces.json"
+
+
 def sweep_files():
     return expand(
         "results/sweep/{model}/{type}.parquet",

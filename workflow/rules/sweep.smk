@@ -1,5 +1,6 @@
 # Stage 6: the sampling sweep. Per file type: a grid of sampling settings, thinking and multi-turn
-# on every prompt and seed, with per-step statistics and token traces for the report.
+# on every prompt and seed, with per-step statistics; and the token traces of the report's sampling
+# explorer, which for every type but the first are also recorded along the first type's tokens.
 
 
 rule sweep:
@@ -8,7 +9,6 @@ rule sweep:
     output:
         table="results/sweep/{model}/{type}.parquet",
         generations="results/sweep/{model}/{type}.jsonl",
-        traces="results/sweep/{model}/{type}-traces.json",
     log:
         "results/logs/sweep/{model}-{type}.log",
     benchmark:
@@ -22,3 +22,24 @@ rule sweep:
         settings=config["sweep"],
     script:
         "../../scripts/sweep.py"
+
+
+rule traces:
+    input:
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        along=traces_reference,
+    output:
+        "results/sweep/{model}/{type}-traces.json",
+    log:
+        "results/logs/traces/{model}-{type}.log",
+    benchmark:
+        "results/benchmarks/traces/{model}-{type}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
+    threads: 1
+    resources:
+        mem_mb=gguf_mem_mb,
+    params:
+        settings=config["sweep"],
+    script:
+        "../../scripts/traces.py"

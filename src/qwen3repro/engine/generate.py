@@ -125,9 +125,11 @@ class Generator:
         on_token: Callable[[int, str], None] | None = None,
         observe: Observer | None = None,
         banned: Iterable[int] = (),
+        forced: list[int] | None = None,
     ) -> Result:
         """Sample up to max_new_tokens after the prompt. `observe` sees every step's distribution
-        (see Sampler); `banned` token ids get no probability at all."""
+        (see Sampler); `banned` token ids get no probability at all; `forced` tokens are taken
+        instead of the draws (another model's text, to compare distributions on one context)."""
         if max_new_tokens < 1:
             raise UserError(f"max new tokens must be at least 1, not {max_new_tokens}")
         sampler = Sampler(params, observe=observe, banned=banned)
@@ -140,7 +142,8 @@ class Generator:
         stop_reason = "max_new_tokens"
         decode_started = None
         while True:
-            token = sampler.sample(logits, self.cached, generated)
+            force = forced[len(generated)] if forced is not None else None
+            token = sampler.sample(logits, self.cached, generated, force=force)
             generated.append(token)
             if len(generated) == 1:
                 ttft = time.perf_counter() - started
@@ -150,7 +153,7 @@ class Generator:
             if token in self.stop_ids:
                 stop_reason = "eos"
                 break
-            if len(generated) >= max_new_tokens:
+            if len(generated) >= (max_new_tokens if forced is None else min(max_new_tokens, len(forced))):
                 break
             if len(self.cached) >= self.model.n_ctx:
                 stop_reason = "context"

@@ -131,7 +131,9 @@ class Sampler:
         self.observe = observe
         self.banned = np.array(sorted(set(banned)), dtype=np.int64)
 
-    def sample(self, logits: np.ndarray, context=(), generated=()) -> int:
+    def sample(self, logits: np.ndarray, context=(), generated=(), force: int | None = None) -> int:
+        """The next token; `force` replaces the draw (teacher forcing: the observer still sees this
+        model's distribution, and the generator stays on the forced text)."""
         logits = apply_penalties(
             np.asarray(logits).reshape(-1),
             self.params,
@@ -146,6 +148,8 @@ class Sampler:
         else:
             dist = filter_distribution(logits, self.params)
             token = int(dist.ids[self.draw(dist.probs)])
+        if force is not None:
+            token = force
         if self.observe is not None:
             self.observe(token, logits, dist)
         return token

@@ -196,7 +196,10 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
         )
         for t in config["sweep"]["types"]:
             section.sweeps[t] = _read(files, f"sweep/{t}")
-            section.traces[t] = check_traces(_read(files, f"traces/{t}"), files[f"traces/{t}"])
+            try:
+                section.traces[t] = check_traces(_read(files, f"traces/{t}"), files[f"traces/{t}"])
+            except UserError as e:
+                raise UserError(f"report: {e}") from None
         sections.append(section)
     return sections
 

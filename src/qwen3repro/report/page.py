@@ -80,17 +80,21 @@ def explorer_data(s: ModelSection) -> dict | None:
     """What the sampling explorer reads: every recorded generation, by file type, on one list."""
     generations: dict[str, dict] = {}
     pieces: dict[str, str] = {}
+    types: list[str] = []
     for file_type, traces in s.traces.items():
         for trace in traces:
             key = f"{trace['prompt']} · preset {trace['preset']} · thinking {'on' if trace['thinking'] else 'off'}"
+            # a type traced along another's tokens: its distributions on that type's context
+            label = f"{file_type} on {trace['along']}'s tokens" if trace.get("along") else file_type
             entry = generations.setdefault(key, {"key": key, "params": trace["params"], "by_type": {}})
-            entry["by_type"][file_type] = {"tokens": trace["tokens"], "steps": trace["steps"]}
+            entry["by_type"][label] = {"tokens": trace["tokens"], "steps": trace["steps"]}
             pieces.update(trace["pieces"])
+            types += [label] if label not in types else []
     if not generations:
         return None
     top = max(len(step["ids"]) for g in generations.values() for t in g["by_type"].values() for step in t["steps"][:1])
     return {
-        "types": list(s.traces),
+        "types": types,
         "top": top,
         "edges": TAIL_EDGES.tolist(),
         "traces": list(generations.values()),

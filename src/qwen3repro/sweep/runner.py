@@ -18,7 +18,7 @@ from qwen3repro.fsutil import staged_file, write_text_atomic
 from qwen3repro.progress import progress_bar
 from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings
 from qwen3repro.sweep.statistics import StepStats, distinct_n, repeated_ngram_rate, think_tokens
-from qwen3repro.sweep.traces import TAIL_EDGES, TraceRecorder
+from qwen3repro.sweep.traces import TAIL_EDGES, TraceRecorder, check_traces
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,8 +41,9 @@ class Runner:
         vocab = self.generator.tokenizer.vocab
         self.think_open, self.think_close = vocab.get(THINK_OPEN), vocab.get(THINK_CLOSE)
 
-    def generate(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None):
-        """One generation of a cell; `observe` (a sampler observer) also sees every step."""
+    def generate(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None, forced=None):
+        """One generation of a cell; `observe` (a sampler observer) also sees every step; `forced`
+        tokens replace the draws."""
         g = self.generator
         if fresh:
             g.cached = []  # every single-turn run starts from an empty cache, so timings compare
@@ -54,15 +55,19 @@ class Runner:
             self.max_new_tokens,
             observe=stats if observe is None else lambda *step: (stats(*step), observe(*step)),
             banned=g.thinking_ban(cell["thinking"]),
+            forced=forced,
         )
         return prompt, result, stats
 
-    def trace(self, messages: list[dict], preset_name: str, thinking: bool, seed: int, top: int, observe=None) -> dict:
-        """One showcase generation at a Qwen3 preset, every step recorded for the report's explorer."""
+    def trace(
+        self, messages: list[dict], preset_name: str, thinking: bool, seed: int, top: int, observe=None, forced=None
+    ) -> dict:
+        """One showcase generation at a Qwen3 preset, every step recorded for the report's explorer;
+        with `forced`, this model's distributions along another file's tokens."""
         cell = {"params": PRESETS[preset_name], "thinking": thinking}
         recorder = TraceRecorder(top)
         both = recorder if observe is None else lambda *step: (recorder(*step), observe(*step))
-        _, result, _ = self.generate(messages, cell, seed, observe=both)
+        _, result, _ = self.generate(messages, cell, seed, observe=both, forced=forced)
         decode = self.generator.tokenizer.decode
         seen = sorted({i for step in recorder.steps for i in step["ids"]} | set(result.tokens))
         return {
@@ -150,8 +155,8 @@ def _generation(row: dict, result) -> dict:
     }
 
 
-def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict], list[dict]]:
-    """(rows, generations, traces) for every cell, prompt and seed on one file."""
+def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict]]:
+    """(rows, generations) for every cell, prompt and seed on one file."""
     all_cells = check_settings(settings)
     runner = Runner(gguf, settings)
     rows, generations = [], []
@@ -168,15 +173,41 @@ def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict],
                 conv_rows, conv_generations = runner.conversation(conv, cell, seed)
                 rows += conv_rows
                 generations += conv_generations
-    traces = []
+    return rows, generations
+
+
+def run_traces(gguf: Path | str, settings: dict, along: dict | None = None) -> list[dict]:
+    """The showcase generations of sweep.traces on one file, every step recorded. With `along` (the
+    reference file type's traces file), each is recorded a second time on the reference's tokens,
+    so the report can set the two files' distributions side by side on one context."""
+    runner = Runner(gguf, settings)
     t = settings.get("traces", {})
+    reference = {(r["prompt"], r["preset"], r["thinking"]): r["tokens"] for r in (along or {}).get("traces", [])}
+    traces = []
     for name in t.get("prompts", []):
         p = next(p for p in settings["prompts"] if p["name"] == name)
         for preset_name in t.get("presets", ["thinking", "non-thinking"]):
             for thinking in t.get("thinking", [True, False]):
-                trace = runner.trace(p["messages"], preset_name, thinking, t.get("seed", 0), t.get("top", 64))
-                traces.append({"prompt": name, **trace})
-    return rows, generations, traces
+                args = (p["messages"], preset_name, thinking, t.get("seed", 0), t.get("top", 64))
+                traces.append({"prompt": name, **runner.trace(*args)})
+                forced = reference.get((name, preset_name, thinking))
+                if forced:
+                    traces.append({"prompt": name, "along": along["type"], **runner.trace(*args, forced=forced)})
+    return traces
+
+
+def write_traces(
+    gguf: Path | str, settings: dict, out: Path | str, model: str, file_type: str, along: Path | str | None = None
+) -> list[dict]:
+    """The traces of one file type as results/sweep/<model>/<type>-traces.json."""
+    reference = None
+    if along is not None:
+        data = json.loads(Path(along).read_text("utf-8"))
+        reference = {"type": data.get("type"), "traces": check_traces(data, along)}
+    traces = run_traces(gguf, settings, reference)
+    document = {"model": model, "type": file_type, "tail_edges": TAIL_EDGES.tolist(), "traces": traces}
+    write_text_atomic(Path(out), json.dumps(document) + "\n", force=True)
+    return traces
 
 
 TIMING_COLUMNS = ["prefill_s", "ttft_s", "decode_s", "decode_tokens_per_s", "ttft_full_prefill_s"]
@@ -187,13 +218,12 @@ def write_sweep(
     settings: dict,
     out_table: Path | str,
     out_generations: Path | str,
-    out_traces: Path | str,
     model: str,
     file_type: str,
 ) -> pd.DataFrame:
     import pandas as pd
 
-    rows, generations, traces = run_sweep(gguf, settings)
+    rows, generations = run_sweep(gguf, settings)
     frame = pd.DataFrame(rows)
     frame.insert(0, "type", file_type)
     frame.insert(0, "model", model)
@@ -202,11 +232,6 @@ def write_sweep(
     write_text_atomic(
         Path(out_generations),
         "".join(json.dumps({"model": model, "type": file_type, **g}, ensure_ascii=False) + "\n" for g in generations),
-        force=True,
-    )
-    write_text_atomic(
-        Path(out_traces),
-        json.dumps({"model": model, "type": file_type, "tail_edges": TAIL_EDGES.tolist(), "traces": traces}) + "\n",
         force=True,
     )
     return frame

@@ -125,7 +125,7 @@ def check_traces(data, path) -> list[dict]:
     """The traces of a -traces.json file, or a one-line error naming the file and what is wrong."""
 
     def fail(what: str):
-        raise UserError(f"report: {path}: malformed trace file ({what})")
+        raise UserError(f"{path}: malformed trace file ({what})")
 
     if not isinstance(data, dict) or not isinstance(data.get("traces"), list):
         fail("no list of traces")

@@ -65,11 +65,13 @@
       return out;
     };
     if (greedy) {
-      return summarise(probs, take(groups, 1), eps, greedy, T);
+      return summarise(probs, take(groups, 1), eps, greedy, T, false);
     }
     // top-k
     const k = params.top_k > 0 && params.top_k < vocab ? params.top_k : vocab;
     let kept = take(groups, k);
+    // a top-k that ends inside a tail bin leaves top-p a share of an estimated mass
+    const estimatedCut = params.top_p < 1 && kept.some((g) => g.partial);
     // top-p: the smallest prefix whose share of what top-k kept reaches top_p
     if (params.top_p < 1) {
       const keptMass = kept.reduce((m, g) => m + g.mass, 0);
@@ -107,10 +109,10 @@
       }
       kept = out;
     }
-    return summarise(probs, kept, eps, greedy, T);
+    return summarise(probs, kept, eps, greedy, T, estimatedCut);
   }
 
-  function summarise(probs, kept, eps, greedy, T) {
+  function summarise(probs, kept, eps, greedy, T, estimatedCut) {
     const nucleus = new Set(kept.filter((g) => g.stored >= 0).map((g) => g.stored));
     const size = kept.reduce((n, g) => n + g.count, 0);
     const mass = kept.reduce((m, g) => m + g.mass, 0);
@@ -123,7 +125,7 @@
     return {
       probs, // every stored candidate's probability after temperature, before the filters
       after: probs.map((p, i) => (nucleus.has(i) ? (greedy ? 1 : p / mass) : 0)),
-      nucleus, size, mass, cutoff, beyond, eps, epsAfter, greedy,
+      nucleus, size, mass, cutoff, beyond, estimated: beyond || estimatedCut, eps, epsAfter, greedy,
     };
   }
 
@@ -245,7 +247,7 @@
       const step = gen.steps[this.step];
       const r = distribution(step, d.edges, params);
       const stats = el("p", { class: "stats" });
-      Object.assign(stats.dataset, { size: r.size, mass: r.mass, cutoff: r.cutoff, eps: r.eps, epsAfter: r.epsAfter, beyond: r.beyond });
+      Object.assign(stats.dataset, { size: r.size, mass: r.mass, cutoff: r.cutoff, eps: r.eps, epsAfter: r.epsAfter, beyond: r.beyond, estimated: r.estimated });
       stats.append(
         r.greedy ? "greedy: the most likely token. " : "",
         el("b", {}, `nucleus ${r.size.toLocaleString("en")} tokens`), `, mass ${fmt(r.mass)}, cutoff p \u2265 ${fmt(r.cutoff)}`,
@@ -253,6 +255,8 @@
       panel.append(stats);
       if (r.beyond) {
         panel.append(el("p", { class: "beyond" }, `The nucleus reaches past the ${step.ids.length} stored candidates: its size, mass and cutoff are estimated from the histogram of the other tokens.`));
+      } else if (r.estimated) {
+        panel.append(el("p", { class: "beyond" }, `Top-k reaches past the ${step.ids.length} stored candidates: top-p's share is of a mass estimated from the histogram, so its cut may be off by a token.`));
       }
       const first = this.firstDifference(type);
       if (first !== null && this.step > first) panel.append(el("p", { class: "note" }, `The context differs from the left file's since step ${first + 1}.`));
