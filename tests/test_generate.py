@@ -171,6 +171,24 @@ def test_generate_json_reports_tokens_text_stop_reason_and_timings(tiny_f32):
     assert out["prefill_tokens_per_s"] > 0 and out["ttft_s"] > 0 and out["params"]["temperature"] == 0
 
 
+def run_chat(model, typed: str, *flags: str):
+    """`qwen3repro chat` with `typed` as the user's input; it must exit 0."""
+    import subprocess
+
+    from conftest import BIN, REPO
+
+    proc = subprocess.run(
+        [str(BIN / "qwen3repro"), "chat", "--model", str(model), *flags],
+        input=typed,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_generate_n_probs_gives_every_tokens_candidates_and_the_nucleus_cut_the_sampler_made(tiny_f32):
     from qwen3repro.engine.generate import Generator
     from qwen3repro.engine.sampler import SamplingParams, filter_distribution
@@ -197,50 +215,14 @@ def test_generate_n_probs_gives_every_tokens_candidates_and_the_nucleus_cut_the_
 
 
 def test_chat_show_probs_prints_a_candidates_line_per_token(tiny_f32):
-    import subprocess
-
-    from conftest import BIN, REPO
-
-    proc = subprocess.run(
-        [str(BIN / "qwen3repro"), "chat", "--model", str(tiny_f32), "--max-new-tokens", "4", "--show-probs", "3"],
-        input="Hello\n/exit\n",
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_chat(tiny_f32, "Hello\n/exit\n", "--max-new-tokens", "4", "--show-probs", "3")
     lines = [line for line in proc.stdout.splitlines() if "| nucleus " in line]
     assert len(lines) == 4 and all(line.count("*") >= 1 and " p=" in line for line in lines), proc.stdout
 
 
 def test_chat_streams_answers_and_reuses_the_prefix_across_turns(tiny_f32):
-    import subprocess
-
-    from conftest import BIN, REPO
-
-    proc = subprocess.run(
-        [
-            str(BIN / "qwen3repro"),
-            "chat",
-            "--model",
-            str(tiny_f32),
-            "--system",
-            "Be brief.",
-            "--thinking",
-            "off",
-            "--max-new-tokens",
-            "6",
-            "--seed",
-            "3",
-        ],
-        input="Hello\nAgain\n/exit\n",
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    flags = ["--system", "Be brief.", "--thinking", "off", "--max-new-tokens", "6", "--seed", "3"]
+    proc = run_chat(tiny_f32, "Hello\nAgain\n/exit\n", *flags)
     stats = [line for line in proc.stderr.splitlines() if line.startswith("[prompt")]
     assert len(stats) == 2 and "(0 reused)" in stats[0] and "(0 reused)" not in stats[1]
     assert "tok/s" in stats[1] and "first token" in stats[1]
