@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from qwen3repro.engine.logprobs import softmax
-from qwen3repro.engine.sampler import Filtered
+from qwen3repro.engine.sampler import Filtered, most_likely
 
 
 class Candidates:
@@ -22,9 +22,7 @@ class Candidates:
             probs, kept = softmax(np.asarray(logits, dtype=np.float64)), {token: 1.0}
         else:
             probs, kept = dist.probs_before, dict(zip(dist.ids.tolist(), dist.probs.tolist()))
-        n = min(self.n, len(probs))
-        top = np.argpartition(-probs, n - 1)[:n]
-        top = top[np.argsort(-probs[top], kind="stable")]
+        top = most_likely(probs, min(self.n, len(probs)))
         nucleus = np.fromiter(kept, dtype=np.int64)
         self.steps.append(
             {

@@ -91,6 +91,25 @@ class Filtered:
     after_min_p: int
 
 
+def most_likely(values: np.ndarray, n: int) -> np.ndarray:
+    """The indices of the n largest values, largest first: a partition, then a sort of only those."""
+    ids = np.argpartition(-values, n - 1)[:n] if n < len(values) else np.arange(len(values))
+    return ids[np.argsort(-values[ids], kind="stable")]
+
+
+def observers(*observe: Observer | None) -> Observer | None:
+    """One observer that calls each of these in turn (None where there are none)."""
+    present = [o for o in observe if o is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def each(token: int, logits: np.ndarray, dist: Filtered | None) -> None:
+        for o in present:
+            o(token, logits, dist)
+
+    return each
+
+
 def filter_distribution(logits: np.ndarray, params: SamplingParams) -> Filtered:
     """Temperature, then top-k, top-p and min-p, as transformers' logits warpers apply them."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -98,11 +117,7 @@ def filter_distribution(logits: np.ndarray, params: SamplingParams) -> Filtered:
     probs = softmax(logits / t)
     n = len(probs)
     # top-k first also spares the full sort of 151,936 values on every step
-    if 0 < params.top_k < n:
-        ids = np.argpartition(-probs, params.top_k - 1)[: params.top_k]
-    else:
-        ids = np.arange(n)
-    ids = ids[np.argsort(-probs[ids], kind="stable")]
+    ids = most_likely(probs, params.top_k if 0 < params.top_k < n else n)
     kept = probs[ids]
     after_k = len(ids)
     if params.top_p < 1.0:

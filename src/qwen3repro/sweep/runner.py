@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qwen3repro.engine.sampler import PRESETS
+from qwen3repro.engine.sampler import PRESETS, observers
 from qwen3repro.fsutil import staged_file, write_text_atomic
 from qwen3repro.progress import progress_bar
 from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings
@@ -53,7 +53,7 @@ class Runner:
             prompt,
             replace(cell["params"], seed=seed),
             self.max_new_tokens,
-            observe=stats if observe is None else lambda *step: (stats(*step), observe(*step)),
+            observe=observers(stats, observe),
             banned=g.thinking_ban(cell["thinking"]),
             forced=forced,
         )
@@ -66,8 +66,7 @@ class Runner:
         with `forced`, this model's distributions along another file's tokens."""
         cell = {"params": PRESETS[preset_name], "thinking": thinking}
         recorder = TraceRecorder(top)
-        both = recorder if observe is None else lambda *step: (recorder(*step), observe(*step))
-        _, result, _ = self.generate(messages, cell, seed, observe=both, forced=forced)
+        _, result, _ = self.generate(messages, cell, seed, observe=observers(recorder, observe), forced=forced)
         decode = self.generator.tokenizer.decode
         seen = sorted({i for step in recorder.steps for i in step["ids"]} | set(result.tokens))
         return {

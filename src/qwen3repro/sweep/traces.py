@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from qwen3repro.engine.sampler import most_likely
 from qwen3repro.errors import UserError
 
 
@@ -45,9 +46,7 @@ def record_step(token: int, logits: np.ndarray, top: int, kept: int) -> dict:
     z = np.asarray(logits, dtype=np.float64).reshape(-1)
     finite = np.isfinite(z)
     z_max = float(z[finite].max())
-    n = int(min(top, finite.sum()))
-    ids = np.argpartition(-z, n - 1)[:n]
-    ids = ids[np.argsort(-z[ids], kind="stable")]
+    ids = most_likely(z, int(min(top, finite.sum())))
     rest = finite.copy()
     rest[ids] = False
     gaps = np.minimum(z_max - z[rest], TAIL_EDGES[-1] - 1e-9)

@@ -48,9 +48,9 @@
     for (const t of tail) { total += t.w; tailError += t.err; }
     const eps = tailError / total + 2 * Math.expm1(GAP_ROUNDING / T);
     const probs = weights.map((w) => w / total);
-    const groups = probs.map((p, i) => ({ stored: i, count: 1, mass: p, lo: step.gaps[i], hi: step.gaps[i] }));
-    bins.forEach((b, i) => groups.push({ stored: -1, count: b.n, mass: tail[i].w / total, lo: b.lo, hi: b.hi, mean: b.mean }));
-    if (step.banned) groups.push({ stored: -1, count: step.banned, mass: 0, lo: Infinity, hi: Infinity, mean: Infinity });
+    const groups = probs.map((p, i) => ({ stored: i, count: 1, mass: p }));
+    bins.forEach((b, i) => groups.push({ stored: -1, count: b.n, mass: tail[i].w / total, lo: b.lo, hi: b.hi }));
+    if (step.banned) groups.push({ stored: -1, count: step.banned, mass: 0, lo: Infinity, hi: Infinity });
     const vocab = groups.reduce((n, g) => n + g.count, 0);
 
     // take the first `limit` tokens of a list of groups; a group cut in two keeps its mean share
@@ -185,10 +185,7 @@
         controlRow.append(el("label", {}, `${c.label} `, input, " ", value));
       }
       controlRow.append(el("button", { type: "button", class: "reset", onclick: () => this.reset() }, "recorded settings"));
-      this.panels = [0, 1].map((side) => {
-        const panel = el("div", { class: `panel side-${side}` });
-        return panel;
-      });
+      this.panels = [0, 1].map((side) => el("div", { class: `panel side-${side}` }));
       this.root.tabIndex = 0;
       this.root.addEventListener("keydown", (e) => {
         if (e.target.classList && e.target.classList.contains("control")) return; // its own arrows
