@@ -14,4 +14,5 @@ with rule_log(snakemake.log[0]):
         snakemake.params.settings,
         model=snakemake.wildcards.model,
         file_type=snakemake.wildcards.type,
+        imatrix=snakemake.input.imatrix or None,
     )

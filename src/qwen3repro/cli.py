@@ -40,10 +40,23 @@ def cmd_get_model(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from qwen3repro.convert.converter import convert
 
-    manifest = convert(args.model, args.type, args.out, force=args.force, name=args.name, threads=args.threads)
+    manifest = convert(
+        args.model, args.type, args.out, force=args.force, name=args.name, threads=args.threads, imatrix=args.imatrix
+    )
+    with_imatrix = f", importance matrix {args.imatrix}" if args.imatrix else ""
     print(
-        f"{args.out}: {manifest['file_type']}, {manifest['size'] / 2**20:.1f} MiB, "
+        f"{args.out}: {manifest['file_type']}{with_imatrix}, {manifest['size'] / 2**20:.1f} MiB, "
         f"{manifest['bits_per_weight']:.2f} bits per weight, {manifest['seconds']:.1f} s"
+    )
+
+
+def cmd_imatrix(args: argparse.Namespace) -> None:
+    from qwen3repro.convert.calibrate import write_imatrix
+
+    summary = write_imatrix(args.model, args.text, args.out, n_ctx=args.n_ctx, chunks=args.chunks, force=args.force)
+    print(
+        f"{args.out}: {summary['entries']} matrices over {summary['chunks']} chunks of {summary['n_ctx']} tokens, "
+        f"{summary['seconds']:.1f} s"
     )
 
 
@@ -311,7 +324,17 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--name", help="general.name in the metadata (default: the directory's name)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--threads", type=int, help="quantization threads (default: all cores)")
+    p.add_argument("--imatrix", help="importance matrix (llama-imatrix's GGUF or legacy .dat) to quantize with")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("imatrix", help="collect an importance matrix over calibration text, as llama-imatrix")
+    p.add_argument("--model", required=True, help="GGUF model (F32 for the reference matrix)")
+    p.add_argument("--text", required=True, help="calibration text (UTF-8; never the text perplexity is measured on)")
+    p.add_argument("--out", required=True, help="output file (llama-imatrix's GGUF form)")
+    p.add_argument("--n-ctx", type=int, default=512, help="tokens per chunk (default 512, as llama-imatrix)")
+    p.add_argument("--chunks", type=int, help="chunks to use (default: all)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_imatrix)
 
     p = sub.add_parser("reference", help="make a model's reference (config/reference/<model>.yaml) from a run")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pipeline config (default {DEFAULT_CONFIG})")

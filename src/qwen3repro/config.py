@@ -43,7 +43,7 @@ def validate_config(config: dict) -> dict:
     if error is not None:
         raise UserError(f"config: {_where(error)}: {error.message}")
     for stage, verb in (("bench", "measure"), ("sweep", "sweep")):
-        missing = [t for t in config[stage]["types"] if t not in config["convert"]["types"]]
+        missing = [t for t in config[stage]["types"] if t not in file_variants(config)]
         if missing:
             raise UserError(f"config: {stage}.types: {', '.join(missing)} not in convert.types, so no file to {verb}")
     from qwen3repro.sweep.grid import check_settings
@@ -52,7 +52,10 @@ def validate_config(config: dict) -> dict:
         check_settings(config["sweep"])
     except UserError as e:
         raise UserError(f"config: {e}") from None
-    corpus = config["perplexity"]["corpus"]
+    corpus, calibration = config["perplexity"]["corpus"], config["convert"]["imatrix"]["calibration"]
+    # Shakespeare calibrates on the training works and scores on the held-out ones; a local file must differ
+    if calibration["source"] == corpus["source"] == "local" and calibration["path"] == corpus["path"]:
+        raise UserError("config: convert.imatrix.calibration is the perplexity corpus; calibrate on another text")
     if corpus["source"] == "shakespeare":
         for name, spec in config["models"].items():
             every = spec.get("training", {}).get("held_out_every", 10)
@@ -62,6 +65,11 @@ def validate_config(config: dict) -> dict:
                     f"holds out every {every}th work: it would be scored on text it was trained on"
                 )
     return config
+
+
+def file_variants(config: dict) -> list[str]:
+    """Every GGUF file a run makes per model: convert.types, then the importance-matrix twins."""
+    return list(config["convert"]["types"]) + [f"{t}-imat" for t in config["convert"]["imatrix"]["types"]]
 
 
 def load_config(path: Path | str) -> dict:

@@ -26,6 +26,7 @@ rule check:
         model_dir="results/models/{model}",
         gguf="results/gguf/{model}/{model}-{type}.gguf",
         corpus="results/corpus/perplexity.txt",
+        imatrix=imatrix_input,
     output:
         "results/check/{model}/{type}.json",
     log:
@@ -45,7 +46,7 @@ rule check:
 
 rule check_table:
     input:
-        expand("results/check/{{model}}/{type}.json", type=config["convert"]["types"]),
+        expand("results/check/{{model}}/{type}.json", type=file_variants(config)),
     output:
         "results/check/{model}.csv",
     log:
@@ -85,7 +86,7 @@ rule perplexity:
 
 rule perplexity_table:
     input:
-        expand("results/perplexity/{{model}}/{type}.json", type=config["convert"]["types"]),
+        expand("results/perplexity/{{model}}/{type}.json", type=file_variants(config)),
     output:
         "results/perplexity/{model}.csv",
     log:

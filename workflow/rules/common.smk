@@ -4,12 +4,13 @@ import re
 from pathlib import Path
 
 from qwen3repro import resources
+from qwen3repro.config import file_variants
 from qwen3repro.verify.verdict import perplexity_inputs
 
 
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
-    type="|".join(map(re.escape, config["convert"]["types"])),
+    type="|".join(map(re.escape, file_variants(config))),
 
 
 def model_dirs():
@@ -33,8 +34,13 @@ def gguf_files():
     return expand(
         "results/gguf/{model}/{model}-{type}.gguf",
         model=config["models"],
-        type=config["convert"]["types"],
+        type=file_variants(config),
     )
+
+
+def imatrix_input(wildcards):
+    """The importance matrix a "-imat" file is quantized with (and checked against); none otherwise."""
+    return f"results/imatrix/{wildcards.model}.gguf" if wildcards.type.endswith("-imat") else []
 
 
 def convert_mem_mb(wildcards, input):

@@ -1,10 +1,12 @@
 # Stage 2: GGUF files at every configured file type, each with a JSON manifest (sha256, size,
-# bits per weight, per-tensor type and error), written tensor by tensor.
+# bits per weight, per-tensor type and error), written tensor by tensor; and the importance matrix
+# (collected by the engine with the F32 file over the calibration text) for the "-imat" twins.
 
 
 rule convert:
     input:
         model_dir="results/models/{model}",
+        imatrix=imatrix_input,
     output:
         gguf="results/gguf/{model}/{model}-{type}.gguf",
         manifest="results/gguf/{model}/{model}-{type}.json",
@@ -19,3 +21,45 @@ rule convert:
         mem_mb=convert_mem_mb,
     script:
         "../../scripts/convert.py"
+
+
+rule calibration:
+    output:
+        text="results/corpus/calibration.txt",
+        manifest="results/corpus/calibration.json",
+    log:
+        "results/logs/corpus/calibration.log",
+    benchmark:
+        "results/benchmarks/corpus/calibration.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
+    threads: 1
+    resources:
+        mem_mb=1024,
+    params:
+        spec=config["convert"]["imatrix"]["calibration"],
+        part="train",
+    script:
+        "../../scripts/corpus.py"
+
+
+rule imatrix:
+    input:
+        gguf="results/gguf/{model}/{model}-F32.gguf",
+        text="results/corpus/calibration.txt",
+    output:
+        "results/imatrix/{model}.gguf",
+    log:
+        "results/logs/imatrix/{model}.log",
+    benchmark:
+        "results/benchmarks/imatrix/{model}.tsv"
+    conda:
+        "../../envs/qwen3repro.yaml"
+    threads: 2
+    resources:
+        mem_mb=gguf_mem_mb,
+    params:
+        n_ctx=config["convert"]["imatrix"]["n_ctx"],
+        chunks=config["convert"]["imatrix"]["chunks"],
+    script:
+        "../../scripts/imatrix.py"

@@ -9,9 +9,7 @@ from qwen3repro.verify.verdict import perplexity_inputs
 rule verify:
     input:
         model_dir="results/models/{model}",
-        gguf=lambda w: expand(
-            "results/gguf/{model}/{model}-{type}.gguf", model=w.model, type=config["convert"]["types"]
-        ),
+        gguf=lambda w: expand("results/gguf/{model}/{model}-{type}.gguf", model=w.model, type=file_variants(config)),
         perplexity=lambda w: perplexity_inputs(
             Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml", w.model
         ),
@@ -30,6 +28,6 @@ rule verify:
         spec=model_spec,
         reference=lambda w: Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml",
         strict=config["verify"]["strict"],
-        types=config["convert"]["types"],
+        types=file_variants(config),
     script:
         "../../scripts/verify.py"

@@ -171,16 +171,21 @@ def check_file(
     }
 
 
-def differing_tensors(model_dir: Path | str, gguf: Path | str, type_name: str) -> tuple[int, list[str]]:
+def differing_tensors(
+    model_dir: Path | str, gguf: Path | str, type_name: str, imatrix: Path | str | None = None
+) -> tuple[int, list[str]]:
     """(tensors checked, names of those that are not byte for byte what the converter makes of the
-    source weights at `type_name`): a file changed after conversion, or made of other weights."""
-    from qwen3repro.convert.converter import encode, plan_tensors
+    source weights at `type_name`, with the importance matrix `imatrix` if one made the file): a file
+    changed after conversion, or made of other weights."""
+    from qwen3repro.convert.converter import encode, importance_of, load_imatrix, plan_tensors
     from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, read_config
     from qwen3repro.convert.reader import GGUFFile
 
     model_dir = Path(model_dir)
     source = SafetensorsSource(model_dir)
-    names, shapes, types = plan_tensors(architecture_of(read_config(model_dir)), source, type_name)
+    arch = architecture_of(read_config(model_dir))
+    names, shapes, types, _ = plan_tensors(arch, source, type_name, has_imatrix=imatrix is not None)
+    matrix = load_imatrix(imatrix, shapes)[0] if imatrix is not None else None
     with GGUFFile(gguf) as f:
         differing = sorted(set(f.tensors) - set(shapes))
         for n, shape in shapes.items():
@@ -188,7 +193,8 @@ def differing_tensors(model_dir: Path | str, gguf: Path | str, type_name: str) -
             if info is None or info.type != types[n] or info.shape != shape:
                 differing.append(n)
                 continue
-            encoded = np.ascontiguousarray(encode(source.load(names[n]), types[n], threads=1))
+            encoded = encode(source.load(names[n]), types[n], threads=1, importance=importance_of(matrix, n))
+            encoded = np.ascontiguousarray(encoded)
             if not np.array_equal(encoded.reshape(-1).view(np.uint8), f.raw(n)):
                 differing.append(n)
     return len(shapes), differing
@@ -243,11 +249,18 @@ def write_check(
     settings: dict,
     model: str,
     file_type: str,
+    imatrix: Path | str | None = None,
 ) -> dict:
-    """Run the check of one file, log it, gate it; the result is written only when it passes."""
+    """Run the check of one file (`file_type` as named in the pipeline: Q4_K_M-imat was quantized
+    with the importance matrix `imatrix`), log it, gate it; the result is written only when it passes."""
+    from qwen3repro.convert.tensor_plan import split_variant
+
     corpus_text = Path(corpus).read_text("utf-8") if corpus else None
     bound = settings["bound"]
-    n_tensors, differing = differing_tensors(model_dir, gguf, file_type)
+    base_type, with_imatrix = split_variant(file_type)
+    if with_imatrix and imatrix is None:
+        raise UserError(f"{gguf}: a {file_type} file is checked against the importance matrix that made it; none given")
+    n_tensors, differing = differing_tensors(model_dir, gguf, base_type, imatrix if with_imatrix else None)
     result = check_file(
         model_dir,
         gguf,

@@ -1,9 +1,10 @@
-"""The text perplexity and KL-divergence are measured on, written once per pipeline run.
+"""The text perplexity and KL-divergence are measured on, written once per pipeline run; and the
+calibration text an importance matrix is collected over, which must be another text.
 
 Offline: the held-out Shakespeare works (the same deterministic split the trained model never
-saw). For Hub models: wikitext-2-raw's test split, the text llama.cpp's perplexity numbers are
-quoted on, downloaded at a pinned dataset revision (the parquet rows joined back into the raw
-file). Or any local UTF-8 text file.
+saw); for calibration, the works it was trained on. For Hub models: wikitext-2-raw's test split,
+the text llama.cpp's perplexity numbers are quoted on, downloaded at a pinned dataset revision (the
+parquet rows joined back into the raw file). Or any local UTF-8 text file.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ def _hub_text(spec: dict) -> str:
     return path.read_text("utf-8")
 
 
-def text_of(spec: dict) -> str:
+def text_of(spec: dict, part: str = "held_out") -> str:
+    """The corpus text; for Shakespeare, `part` is the held-out works or the training ones."""
     source = spec["source"]
     if source == "shakespeare":
-        _, held_out = shakespeare.split(spec.get("held_out_every", 10))
-        return shakespeare.joined(held_out)
+        train, held_out = shakespeare.split(spec.get("held_out_every", 10))
+        return shakespeare.joined(held_out if part == "held_out" else train)
     if source == "hub":
         return _hub_text(spec)
     if source == "local":
@@ -57,13 +59,13 @@ def text_of(spec: dict) -> str:
     raise UserError(f"unknown corpus source {source!r}")
 
 
-def write_corpus(spec: dict, out: Path | str, force: bool = False) -> dict:
+def write_corpus(spec: dict, out: Path | str, force: bool = False, part: str = "held_out") -> dict:
     """Write the corpus text and a manifest (<out>.json: the spec, size and sha256) beside it."""
     out = Path(out)
-    text = text_of(spec)
+    text = text_of(spec, part)
     if not text.strip():
         raise UserError(f"the {spec['source']} corpus is empty")
     write_text_atomic(out, text, force=force)
-    manifest = {"spec": spec, "characters": len(text), "sha256": sha256_file(out)}
+    manifest = {"spec": spec, "part": part, "characters": len(text), "sha256": sha256_file(out)}
     write_text_atomic(out.with_suffix(".json"), json.dumps(manifest, indent=2) + "\n", force=force)
     return manifest

@@ -1,9 +1,9 @@
 """Converts a Qwen3 Hugging Face directory to a GGUF file of any file type, as llama.cpp would write it.
 
 Metadata follow llama.cpp's convert_hf_to_gguf.py for qwen3 (metadata.py); tensor types follow
-llama-quantize (tensor_plan.py); blocks come from gguf-py (F16, BF16, Q8_0, Q5_x, Q4_x) or
-kquants.py (K-quants). Tensors are read, quantized and written one at a time, so memory stays
-near one tensor, not one model.
+llama-quantize (tensor_plan.py); blocks come from gguf-py (F16, BF16, Q8_0, Q5_x, Q4_x), kquants.py
+(K-quants), iq4.py (IQ4_NL, IQ4_XS) or, with an importance matrix, weighted.py. Tensors are read,
+quantized and written one at a time, so memory stays near one tensor, not one model.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from qwen3repro.convert import kquants, tensor_plan
+from qwen3repro.convert import imatrix as imatrix_file
+from qwen3repro.convert import kquants, tensor_plan, weighted
 from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, gguf_tensor_names, read_config
 from qwen3repro.convert.metadata import Writer, add_metadata
 from qwen3repro.convert.reader import tensor_nbytes
@@ -29,11 +30,15 @@ from qwen3repro.fsutil import check_writable_target, sha256_file, staged_file
 log = logging.getLogger(__name__)
 
 
-def encode(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarray:
+def encode(data: np.ndarray, qtype: T, threads: int | None = None, importance: np.ndarray | None = None) -> np.ndarray:
+    """`data` (row last) as `qtype`'s bytes; `importance` (one weight per column) is the tensor's
+    importance matrix entry, used by the types that take one."""
     if qtype == T.F32:
         return data
     if qtype == T.F16:
         return data.astype(np.float16)
+    if qtype in tensor_plan.TAKES_IMATRIX and (importance is not None or qtype in (T.IQ4_NL, T.IQ4_XS)):
+        return weighted.quantize(data, qtype, importance, threads)
     if qtype in kquants.QUANTIZERS:
         return kquants.quantize(data, qtype, threads)
     rows = data.reshape(-1, data.shape[-1])
@@ -74,17 +79,47 @@ def prefetched(items, worker: ThreadPoolExecutor):
         yield item
 
 
-def plan_tensors(arch: dict, source: SafetensorsSource, type_name: str) -> tuple[dict, dict, dict]:
-    """GGUF name -> HF name, shape and GGML type of every tensor, in the order the file stores them."""
+def plan_tensors(
+    arch: dict, source: SafetensorsSource, type_name: str, has_imatrix: bool = False
+) -> tuple[dict, dict, dict, dict]:
+    """GGUF name -> HF name, shape and GGML type of every tensor, in the order the file stores them,
+    and the tensors stored at another type than the mix asked for (rows too short), with that type."""
     names = gguf_tensor_names(arch, source)
     plan = tensor_plan.TensorPlan(
         type_name,
         arch["num_hidden_layers"],
         arch["num_attention_heads"] // arch["num_key_value_heads"],
         arch["tie_word_embeddings"],
+        has_imatrix=has_imatrix,
     )
     shapes = {n: source.shape(names[n]) for n in tensor_plan.loader_order(names)}
-    return names, shapes, {n: plan.choose(n, shape) for n, shape in shapes.items()}
+    return names, shapes, {n: plan.choose(n, shape) for n, shape in shapes.items()}, plan.requested
+
+
+def load_imatrix(path: Path | str, shapes: dict) -> tuple[imatrix_file.ImportanceMatrix, list[str]]:
+    """The importance matrix at `path`, checked against the model's tensors, and the block matrices
+    it has no entry for (llama-quantize quantizes those without one, as the converter does)."""
+    matrix = imatrix_file.read(path)
+    return matrix, matrix.check_against(path, shapes)
+
+
+def importance_of(matrix: imatrix_file.ImportanceMatrix | None, name: str) -> np.ndarray | None:
+    return matrix.importance(name) if matrix is not None and name in matrix.sums else None
+
+
+def fallback_warning(file: str, shapes: dict, types: dict, requested: dict) -> str | None:
+    """One line: how many tensors (and what share of the weights) could not take the type the mix
+    asked for, as llama-quantize's per-tensor warnings, counted."""
+    if not requested:
+        return None
+    total = sum(int(np.prod(s)) for s in shapes.values())
+    share = sum(int(np.prod(shapes[n])) for n in requested) / total
+    which = ", ".join(f"{n} {requested[n].name}->{types[n].name}" for n in list(requested)[:3])
+    more = f" and {len(requested) - 3} more" if len(requested) > 3 else ""
+    return (
+        f"{file}: {len(requested)} of {len(shapes)} tensors ({share:.1%} of the weights) stored at another type "
+        f"than the mix asks, their rows not a multiple of its block: {which}{more}"
+    )
 
 
 def convert(
@@ -94,8 +129,10 @@ def convert(
     force: bool = False,
     name: str | None = None,
     threads: int | None = None,
+    imatrix: Path | str | None = None,
 ) -> dict:
-    """Write `out` (GGUF) and `out` with suffix .json (manifest); returns the manifest."""
+    """Write `out` (GGUF) and `out` with suffix .json (manifest); returns the manifest. With
+    `imatrix` (a llama-imatrix file) the types that take one are quantized with it."""
     model_dir, out = Path(model_dir), Path(out)
     ftype, _ = tensor_plan.file_type(type_name)
     type_name = type_name.upper()
@@ -105,7 +142,19 @@ def convert(
     check_writable_target(out.with_suffix(".json"), force)
     arch = architecture_of(read_config(model_dir))
     source = SafetensorsSource(model_dir)
-    names, shapes, types = plan_tensors(arch, source, type_name)
+    names, shapes, types, requested = plan_tensors(arch, source, type_name, has_imatrix=imatrix is not None)
+    matrix, missing = load_imatrix(imatrix, shapes) if imatrix is not None else (None, [])
+    if missing:
+        log.warning(
+            "%s: the importance matrix has no entry for %d tensors (%s%s); they are quantized without one, "
+            "as llama-quantize does",
+            out.name,
+            len(missing),
+            ", ".join(missing[:3]),
+            " ..." if len(missing) > 3 else "",
+        )
+    if warning := fallback_warning(out.name, shapes, types, requested):
+        log.warning("%s", warning)
     order = list(shapes)
     started = time.perf_counter()
 
@@ -114,7 +163,7 @@ def convert(
         the first tensors are ready while the main thread builds and writes the metadata."""
         for n in order:
             data = source.load(names[n])
-            encoded = encode(data, types[n], threads)
+            encoded = encode(data, types[n], threads, importance_of(matrix, n))
             error = relative_rms_error(data, encoded, types[n], threads)
             del data
             yield n, encoded, error
@@ -123,6 +172,8 @@ def convert(
         with ThreadPoolExecutor(1) as worker:
             writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
             add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
+            if matrix is not None:
+                add_imatrix_metadata(writer, imatrix, matrix)
             for n in order:
                 writer.add_tensor_info(
                     n, shapes[n], np.dtype(np.float32), tensor_nbytes(shapes[n], types[n]), raw_dtype=types[n]
@@ -134,14 +185,37 @@ def convert(
             for n, encoded, error in prefetched(encoded_tensors(), worker):
                 writer.write_tensor_data(encoded)
                 entry = {"name": n, "type": types[n].name, "shape": list(shapes[n]), "bytes": int(encoded.nbytes)}
+                if n in requested:
+                    entry["requested_type"] = requested[n].name
+                if matrix is not None:
+                    entry["imatrix"] = importance_of(matrix, n) is not None and types[n] in tensor_plan.TAKES_IMATRIX
                 tensors.append({**entry, "relative_rms_error": error})
                 log.info("%-28s %-5s %s", n, types[n].name, shapes[n])
         writer.close()
         manifest = _manifest(
             tmp, out.name, name or model_dir.name, type_name, shapes, tensors, time.perf_counter() - started
         )
+        if matrix is not None:
+            manifest["imatrix"] = {
+                "file": Path(imatrix).name,
+                "sha256": sha256_file(imatrix),
+                "entries": len(matrix.sums),
+                "chunks": matrix.chunk_count,
+                "datasets": matrix.datasets,
+                "missing": missing,
+            }
         tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
     return manifest
+
+
+def add_imatrix_metadata(writer, path: Path | str, matrix) -> None:
+    """The keys llama-quantize adds to a file it quantized with an importance matrix."""
+    writer.add_string("quantize.imatrix.file", str(path)[:127])
+    if matrix.datasets:
+        writer.add_string("quantize.imatrix.dataset", matrix.datasets[0][:127])
+    writer.add_uint32("quantize.imatrix.entries_count", len(matrix.sums))
+    if matrix.chunk_count > 0:
+        writer.add_uint32("quantize.imatrix.chunks_count", matrix.chunk_count)
 
 
 def _manifest(
@@ -159,6 +233,11 @@ def _manifest(
         "n_parameters": n_weights,
         "bits_per_weight": 8 * tensor_bytes / n_weights,
         "type_counts": {t: sum(1 for x in tensors if x["type"] == t) for t in sorted({x["type"] for x in tensors})},
+        "type_shares": {
+            t: sum(int(np.prod(x["shape"])) for x in tensors if x["type"] == t) / n_weights
+            for t in sorted({x["type"] for x in tensors})
+        },
+        "fallbacks": sum(1 for x in tensors if "requested_type" in x),
         "seconds": round(seconds, 3),
         "tensors": tensors,
     }

@@ -58,8 +58,13 @@ def _reduce_is_sequential() -> bool:
 
 
 def seqsum(a: np.ndarray) -> np.ndarray:
-    """Sum over axis 0 left to right in float32, as a C loop `s += a[i]` from s = 0 does."""
-    return np.add.reduce(a, axis=0, initial=F32(0))
+    """Sum over axis 0 left to right in float32, as a C loop `s += a[i]` from s = 0 does. NumPy sums
+    pairwise along a contiguous axis, so a column (one sum) or a transposed view is summed with
+    accumulate, which is sequential by definition (the final + 0 gives C's +0 for an all-zero sum)."""
+    a = np.ascontiguousarray(a)
+    if a.ndim > 1 and a[0].size > 1:
+        return np.add.reduce(a, axis=0, initial=F32(0))
+    return np.add.accumulate(a, axis=0)[-1] + F32(0)
 
 
 if not _reduce_is_sequential():  # pragma: no cover - a NumPy that reorders reductions
@@ -130,11 +135,12 @@ def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad):
     return scale, -mn, L
 
 
-def make_qx_quants_rmse1(x, nmax):
-    """Symmetric scale fit with weights x^2 (make_qx_quants, rmse_type 1, no importance). L in 0..2*nmax-1."""
+def make_qx_quants(x, nmax, w=None):
+    """Symmetric scale fit (make_qx_quants, rmse_type 1) with weights `w`, x^2 when there is no
+    importance matrix. L in 0..2*nmax-1."""
     xmax = first_absmax(x)
     zero = np.abs(xmax) < GROUP_MAX_EPS
-    w = x * x
+    w = x * x if w is None else w
     wx = w * x
 
     def fit(iscale):
@@ -245,9 +251,15 @@ def _qkx_block(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep:
     inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
     ls = np.minimum(nearest_int(inv_scale[:, None] * scales) & 0xFF, 63).astype(np.uint8)
     lm = np.minimum(nearest_int(inv_min[:, None] * mins) & 0xFF, 63).astype(np.uint8)
+    return finish_k4(x, L, ls, lm, max_scale / F32(63), max_min / F32(63), nmax)
+
+
+def finish_k4(x, L, ls, lm, d, dmin, nmax):
+    """Q4_K/Q5_K's second half: pack the 6-bit scales and mins (nb, 8) and the super-block scales
+    d, dmin (nb,), round those to fp16, and redo the levels from what is stored."""
+    nb = d.shape[0]
     packed = _pack_scale_min_k4(ls, lm)
-    d = fp16_round(max_scale / F32(63))
-    dmin = fp16_round(max_min / F32(63))
+    d, dmin = fp16_round(d), fp16_round(dmin)
     sc, m = _unpack_scale_min_k4(packed)
     dsub = (d.astype(F32)[:, None] * sc.astype(F32)).reshape(-1)
     dmsub = (dmin.astype(F32)[:, None] * m.astype(F32)).reshape(-1)
@@ -256,14 +268,20 @@ def _qkx_block(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep:
 
 
 def quantize_q4_k(blocks: np.ndarray) -> np.ndarray:
-    L, d, dmin, packed = _qkx_block(blocks, 15, -1.0, 0.1, 20)
+    return pack_q4_k(*_qkx_block(blocks, 15, -1.0, 0.1, 20))
+
+
+def pack_q4_k(L, d, dmin, packed) -> np.ndarray:
     q = L.reshape(-1, 4, 2, 32)
     qs = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
     return np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), packed, qs], axis=1)
 
 
 def quantize_q5_k(blocks: np.ndarray) -> np.ndarray:
-    L, d, dmin, packed = _qkx_block(blocks, 31, -0.5, 0.1, 15)
+    return pack_q5_k(*_qkx_block(blocks, 31, -0.5, 0.1, 15))
+
+
+def pack_q5_k(L, d, dmin, packed) -> np.ndarray:
     q = L.reshape(-1, 4, 2, 32)
     qs = ((q[:, :, 0] & 0xF) | ((q[:, :, 1] & 0xF) << 4)).reshape(-1, 128)
     high = (q >> 4).astype(np.uint8)  # (nb, 4 pairs, 2, 32): bit 2k for the first half, 2k+1 for the second
@@ -285,6 +303,13 @@ def quantize_q2_k(blocks: np.ndarray) -> np.ndarray:
     packed = ((ls & 0xFF) | (lm << 4)).astype(np.int64) & 0xFF
     d = fp16_round(np.where(max_scale > 0, max_scale / F32(15), F32(0)))
     dmin = fp16_round(np.where(max_min > 0, max_min / F32(15), F32(0)))
+    return pack_q2_k(x, L, packed, d, dmin)
+
+
+def pack_q2_k(x, L, packed, d, dmin) -> np.ndarray:
+    """Q2_K's bytes from the sub-blocks `x` (16, nb*16), the fit's levels, the packed 4-bit scales
+    and mins (nb, 16) and the fp16 super-block scales; levels are redone from what is stored."""
+    nb = d.shape[0]
     dsub = (d.astype(F32)[:, None] * (packed & 0xF).astype(F32)).reshape(-1)
     dmsub = (dmin.astype(F32)[:, None] * (packed >> 4).astype(F32)).reshape(-1)
     L = _to_blocks(_requantize(x, L, dsub, dmsub, 0, 3), nb)
@@ -305,12 +330,20 @@ def quantize_q3_k(blocks: np.ndarray) -> np.ndarray:
         iscale = F32(-32) / max_scale
     l = np.clip(nearest_int(iscale[:, None] * scales).astype(np.int8), -32, 31).astype(np.int64) + 32
     l = np.where(nonzero[:, None], l, 0)
+    d = fp16_round(np.where(nonzero, F32(1) / iscale, F32(0)))
+    return pack_q3_k(x, L, l, d)
+
+
+def pack_q3_k(x: np.ndarray, L: np.ndarray, l: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Q3_K's bytes from the sub-blocks `x` (16, nb*16), the fit's levels L (offset by 4), the 6-bit
+    scales l (nb, 16, offset by 32) and the fp16 super-block scale d; levels are redone from the
+    stored scales."""
+    nb = d.shape[0]
     packed = np.zeros((nb, 12), np.int64)
     packed[:, 0:8] = (l[:, 0:8] & 0xF) | ((l[:, 8:16] & 0xF) << 4)
     high = l >> 4  # 2 bits per sub-block, four sub-blocks j, j+4, j+8, j+12 share byte 8 + j
     packed[:, 8:12] = high[:, 0:4] | (high[:, 4:8] << 2) | (high[:, 8:12] << 4) | (high[:, 12:16] << 6)
     packed = packed.astype(np.uint8)
-    d = fp16_round(np.where(nonzero, F32(1) / iscale, F32(0)))
     sc = (l - 32).astype(F32)  # the 6-bit values read back, as C does, equal l - 32
     dsub = (d.astype(F32)[:, None] * sc).reshape(-1)
     L = _requantize_symmetric(x, L, dsub, 4, nb).astype(np.int64)
@@ -320,10 +353,12 @@ def quantize_q3_k(blocks: np.ndarray) -> np.ndarray:
     return np.concatenate([hmask.astype(np.uint8), _pack_2bit(L), packed, d.view(np.uint8).reshape(-1, 2)], axis=1)
 
 
-def quantize_q6_k(blocks: np.ndarray) -> np.ndarray:
+def quantize_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
+    """Q6_K; with `qw` (blocks' importance, same shape) as quantize_row_q6_K_impl, which takes the
+    importance as the fit's weights as they are."""
     nb = blocks.shape[0]
     x = _subblocks(blocks, 16)
-    scales, L = make_qx_quants_rmse1(x, 32)
+    scales, L = make_qx_quants(x, 32, None if qw is None else _subblocks(qw, 16))
     scales = scales.reshape(nb, 16)
     max_scale = first_absmax(scales.T)
     zero = np.abs(max_scale) < GROUP_MAX_EPS

@@ -1,8 +1,9 @@
 """GGUF file types and the tensor type llama-quantize picks for each tensor of a Qwen3 model.
 
 The rules are llama.cpp's `llama_tensor_get_type` (src/llama-quant.cpp) restricted to what a dense
-Qwen3 can meet, without an importance matrix: tensors are visited in llama.cpp's loader order
-(layer by layer), so the attn_v / ffn_down counters equal the layer index.
+Qwen3 can meet, with or without an importance matrix (a few mixes change with one): tensors are
+visited in llama.cpp's loader order (layer by layer), so the attn_v / ffn_down counters equal the
+layer index. A file quantized with an importance matrix is named like `Q4_K_M-imat`.
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ FILE_TYPES: dict[str, tuple[FT, T]] = {
     "Q3_K_M": (FT.MOSTLY_Q3_K_M, T.Q3_K),
     "Q3_K_S": (FT.MOSTLY_Q3_K_S, T.Q3_K),
     "Q2_K": (FT.MOSTLY_Q2_K, T.Q2_K),
+    "IQ4_NL": (FT.MOSTLY_IQ4_NL, T.IQ4_NL),
+    "IQ4_XS": (FT.MOSTLY_IQ4_XS, T.IQ4_XS),
 }
+IMATRIX_SUFFIX = "-imat"
 UNQUANTIZED = (T.F32, T.F16, T.BF16)
 # llama.cpp's fallbacks when a row length is not a multiple of the type's block size
-FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
+FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0, T.IQ4_XS: T.IQ4_NL}
+# Tensor types whose quantizer weighs values by an importance matrix (Q8_0 and the floats ignore one)
+TAKES_IMATRIX = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.IQ4_NL, T.IQ4_XS}
 
 
 def file_type(name: str) -> tuple[FT, T]:
@@ -45,6 +51,16 @@ def file_type(name: str) -> tuple[FT, T]:
         return FILE_TYPES[name.upper()]
     except KeyError:
         raise UserError(f"unknown file type {name!r}; supported: {', '.join(FILE_TYPES)}") from None
+
+
+def split_variant(name: str) -> tuple[str, bool]:
+    """'Q4_K_M-imat' -> ('Q4_K_M', True): the file type, and whether an importance matrix made it."""
+    base = name[: -len(IMATRIX_SUFFIX)] if name.endswith(IMATRIX_SUFFIX) else name
+    ftype, default = file_type(base)
+    imatrix = base != name
+    if imatrix and default not in TAKES_IMATRIX:
+        raise UserError(f"file type {base} takes no importance matrix, so there is no {name}")
+    return base.upper(), imatrix
 
 
 def use_more_bits(i_layer: int, n_layers: int) -> bool:
@@ -63,11 +79,13 @@ class TensorPlan:
     n_layers: int
     n_gqa: int
     tied_embeddings: bool
+    has_imatrix: bool = False
     i_attention_wv: int = 0
     i_ffn_down: int = 0
 
     def __post_init__(self):
         self.ftype, self.default = file_type(self.ftype_name)
+        self.requested: dict[str, T] = {}  # tensors stored at another type than the mix asks, and what it asked
 
     def choose(self, name: str, shape: tuple[int, ...]) -> T:
         """The type of GGUF tensor `name` whose numpy shape is `shape` (row length last)."""
@@ -76,18 +94,24 @@ class TensorPlan:
         new = self.default
         if new in UNQUANTIZED:
             return new
-        new = self._mixture(name, shape[-1], new)
+        wanted = new = self._mixture(name, new)
+        if self._is_output(name) and shape[-1] % block_size(self.default):
+            new = T.Q8_0  # llama.cpp's output rule, before any fallback
         if shape[-1] % block_size(new):
             new = FALLBACK.get(new, new)
             if shape[-1] % block_size(new):
                 new = T.F16
+        if new != wanted:
+            self.requested[name] = wanted
         return new
 
-    def _mixture(self, name: str, n_cols: int, new: T) -> T:
+    def _is_output(self, name: str) -> bool:
+        return name == "output.weight" or (self.tied_embeddings and name == "token_embd.weight")
+
+    def _mixture(self, name: str, new: T) -> T:
+        """The type the file type's mix asks for `name`, whatever its row length."""
         ft, FTs = self.ftype, FT
-        if name == "output.weight" or (self.tied_embeddings and name == "token_embd.weight"):
-            if n_cols % block_size(new):
-                return T.Q8_0
+        if self._is_output(name):
             return new if new == T.Q8_0 else T.Q6_K
         if "attn_v.weight" in name:
             i, n = self.i_attention_wv, self.n_layers
@@ -96,6 +120,8 @@ class TensorPlan:
             elif ft == FTs.MOSTLY_Q3_K_M:
                 new = T.Q5_K if i < 2 else T.Q4_K
             elif ft == FTs.MOSTLY_Q3_K_L:
+                new = T.Q5_K
+            elif ft in (FTs.MOSTLY_IQ4_NL, FTs.MOSTLY_IQ4_XS) and self.n_gqa >= 4:
                 new = T.Q5_K
             elif ft in (FTs.MOSTLY_Q4_K_M, FTs.MOSTLY_Q5_K_M) and use_more_bits(i, n):
                 new = T.Q6_K
@@ -113,10 +139,15 @@ class TensorPlan:
             elif ft == FTs.MOSTLY_Q4_K_M:
                 if use_more_bits(i, n):
                     new = T.Q6_K
+            elif ft in (FTs.MOSTLY_IQ4_NL, FTs.MOSTLY_IQ4_XS) and i < n // 8 and not self.has_imatrix:
+                new = T.Q5_K
             elif ft == FTs.MOSTLY_Q5_K_M and use_more_bits(i, n):
                 new = T.Q6_K
             elif ft == FTs.MOSTLY_Q4_K_S and i < n // 8:
                 new = T.Q5_K
+            elif ft in (FTs.MOSTLY_Q4_0, FTs.MOSTLY_Q5_0) and self.has_imatrix and i < n // 8:
+                # llama.cpp guards the first ffn_down layers, with an importance matrix only
+                new = T.Q4_1 if ft == FTs.MOSTLY_Q4_0 else T.Q5_1
             self.i_ffn_down += 1
         elif "attn_output.weight" in name:
             new = {FTs.MOSTLY_Q2_K: T.Q3_K, FTs.MOSTLY_Q3_K_M: T.Q4_K, FTs.MOSTLY_Q3_K_L: T.Q5_K}.get(ft, new)

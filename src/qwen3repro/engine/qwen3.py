@@ -57,12 +57,17 @@ class Qwen3:
         """Logits [len(tokens), vocab] for tokens at positions start.., given the cache holds 0..start-1."""
         return modeling.forward(self.weights, self.k_cache, self.v_cache, self._check(tokens, start), start)
 
-    def forward(self, tokens, start: int = 0, last_only: bool = False, logits_from: int = 0) -> np.ndarray:
+    def forward(
+        self, tokens, start: int = 0, last_only: bool = False, logits_from: int = 0, observe=None
+    ) -> np.ndarray:
         """forward_reference, faster: one product for q/k/v and one for gate/up, q_norm/k_norm and
         RoPE applied to all query and key heads at once from precomputed tables, in-place SwiGLU,
         and with `last_only` the logits of the last position only ([1, vocab]), all that
         generation needs; the output matrix is a quarter of the prefill work otherwise. With
-        `logits_from` the logits of positions logits_from.. only (perplexity scores the second half)."""
+        `logits_from` the logits of positions logits_from.. only (perplexity scores the second half).
+        `observe(layer, kind, x)`, if given, sees the input [n, width] of each block's matrix products
+        (kind attn_qkv, attn_output, ffn_gate_up, ffn_down): what an importance matrix is made of."""
+        seen = observe or (lambda layer, kind, x: None)
         c, w = self.config, self.weights
         tokens = self._check(tokens, start)
         n, end = len(tokens), start + len(tokens)
@@ -76,6 +81,7 @@ class Qwen3:
         x = w.embed_tokens[tokens]
         for i, layer in enumerate(w.layers):
             h = rms_norm(x, layer.input_layernorm, eps)
+            seen(i, "attn_qkv", h)
             qkv = h @ layer.qkv_proj.T
             qk = qkv[:, : q_dim + kv_dim].reshape(n, n_heads + n_kv, hd)
             qk = apply_rope(rms_norm(qk, self.qk_norms[i], eps), cos, sin)
@@ -88,9 +94,11 @@ class Qwen3:
             scores *= scale
             if mask is not None:
                 scores += mask
-            attn = softmax(scores) @ values[:, None]
-            x += attn.transpose(2, 0, 1, 3).reshape(n, q_dim) @ layer.o_proj.T
+            attn = (softmax(scores) @ values[:, None]).transpose(2, 0, 1, 3).reshape(n, q_dim)
+            seen(i, "attn_output", attn)
+            x += attn @ layer.o_proj.T
             h = rms_norm(x, layer.post_attention_layernorm, eps)
+            seen(i, "ffn_gate_up", h)
             gate_up = h @ layer.gate_up_proj.T
             gate = gate_up[:, :ffn]
             act = np.negative(gate)  # silu(gate) * up, in one buffer
@@ -98,6 +106,7 @@ class Qwen3:
             act += F32(1)
             np.divide(gate, act, out=act)
             act *= gate_up[:, ffn:]
+            seen(i, "ffn_down", act)
             x += act @ layer.down_proj.T
         x = x[-1:] if last_only else x[logits_from:]
         return rms_norm(x, w.norm, eps) @ w.lm_head.T

@@ -17,7 +17,23 @@ from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
 
 F32 = np.float32
-SUPPORTED = {T.F32, T.F16, T.BF16, T.Q8_0, T.Q5_1, T.Q5_0, T.Q4_1, T.Q4_0, T.Q6_K, T.Q5_K, T.Q4_K, T.Q3_K, T.Q2_K}
+SUPPORTED = {
+    T.F32,
+    T.F16,
+    T.BF16,
+    T.Q8_0,
+    T.Q5_1,
+    T.Q5_0,
+    T.Q4_1,
+    T.Q4_0,
+    T.Q6_K,
+    T.Q5_K,
+    T.Q4_K,
+    T.Q3_K,
+    T.Q2_K,
+    T.IQ4_NL,
+    T.IQ4_XS,
+}
 SLICE_BYTES = 1 << 22  # about 4 MB of file dequantized at a time
 
 

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qwen3repro.config import file_variants
 from qwen3repro.errors import UserError
 from qwen3repro.sweep.traces import check_traces
 
@@ -39,7 +40,7 @@ def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
         }
         if spec["source"] == "trained":
             files["training_curve"] = root / f"results/models/{model}/training_curve.csv"
-        for t in config["convert"]["types"]:
+        for t in file_variants(config):
             files[f"gguf_manifest/{t}"] = root / f"results/gguf/{model}/{model}-{t}.json"
             files[f"check/{t}"] = root / f"results/check/{model}/{t}.json"
             files[f"perplexity/{t}"] = root / f"results/perplexity/{model}/{t}.json"
@@ -146,6 +147,12 @@ def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame) -> 
         p = _read(files, f"perplexity/{t}")
         row = {
             "type": t,
+            "base_type": t.removesuffix("-imat"),
+            "imatrix": t.endswith("-imat"),
+            "tensor_types": {x["name"]: x["type"] for x in g["tensors"]},
+            "tensor_errors": {x["name"]: x["relative_rms_error"] for x in g["tensors"]},
+            "type_shares": g.get("type_shares", {}),
+            "requested": {x["name"]: x["requested_type"] for x in g["tensors"] if "requested_type" in x},
             "size_mib": g["size"] / 2**20,
             "bits_per_weight": g["bits_per_weight"],
             "ppl": p["perplexity"]["ppl"],
@@ -188,7 +195,7 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
             hf_config=_read(files, "config"),
             n_parameters=_read(files, "gguf_manifest/F32")["n_parameters"],
             tokenizer=tokenizer_facts(files["gguf_f32"]),
-            types=type_rows(files, config["convert"]["types"], bench),
+            types=type_rows(files, file_variants(config), bench),
             bench=bench,
             samples=_read(files, "samples"),
             verify=_read(files, "verify"),

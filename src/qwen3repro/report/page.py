@@ -13,10 +13,13 @@ from qwen3repro.report import figures
 from qwen3repro.report.inputs import ModelSection, collect, environment
 from qwen3repro.report.tables import (
     has_runtime_kld,
+    imatrix_table,
     main_table,
     markdown_table,
+    mix_table,
     model_card,
     sweep_table,
+    tensor_error_table,
     transformers_rows,
 )
 from qwen3repro.sweep.traces import TAIL_EDGES
@@ -115,6 +118,9 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         "verdict": s.verify,
         "card": model_card(s),
         "main": main_table(s),
+        "imatrix": imatrix_table(s),
+        "tensor_errors": tensor_error_table(s),
+        "mixes": mix_table(s),
         "runtime_kld": has_runtime_kld(s),
         "transformers": transformers_rows(s),
         "sweep": sweep_table(s),
@@ -146,6 +152,9 @@ def render_markdown(sections: list[ModelSection], env: dict) -> str:
     for s in sections:
         header, rows = main_table(s)
         lines += [f"## {s.name}", "", markdown_table(header, rows), ""]
+        header, rows = imatrix_table(s)
+        if rows:
+            lines += ["With and without the importance matrix:", "", markdown_table(header, rows), ""]
     if any(has_runtime_kld(s) for s in sections):
         lines += [KLD_NOTE, ""]
     lines += [

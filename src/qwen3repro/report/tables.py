@@ -177,3 +177,100 @@ def sweep_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
                 ]
             )
     return header, rows
+
+
+# ------------------------------------------------------------------ importance matrix and tensor mixes
+TENSOR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def _block_error(errors: dict[str, float]) -> float:
+    """Mean relative RMS error of the block matrices (those an importance matrix weighs)."""
+    values = [e for n, e in errors.items() if n.startswith("blk.") and n.split(".")[2] in TENSOR_KINDS]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _pairs(section: ModelSection) -> list[tuple[object, object]]:
+    """(row without, row with) an importance matrix, for every type that has a twin."""
+    rows = {r["type"]: r for _, r in section.types.iterrows()}
+    return [(rows[t.removesuffix("-imat")], rows[t]) for t in rows if t.endswith("-imat") and t[:-5] in rows]
+
+
+def _arrow(without, with_, digits: int = 3, **kw) -> str:
+    return f"{fmt(without, digits, **kw)} → {fmt(with_, digits, **kw)}"
+
+
+def imatrix_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
+    """Each type without and with the importance matrix: size, PPL, the paired PPL ratio, KLD, same
+    top p and the block weights' error. An importance matrix lowers the error where the calibration
+    text's activations are large, so the unweighted weight error may rise while the KLD falls."""
+    runtime_kld = has_runtime_kld(section)
+    header = [
+        "type",
+        "bits/weight",
+        "PPL without → with",
+        "PPL(with) / PPL(without)",
+        "mean KLD, weights (NumPy)",
+        *(["mean KLD, llama.cpp"] if runtime_kld else []),
+        "same top p",
+        "block weights' relative RMS error",
+    ]
+    rows = []
+    for plain, twin in _pairs(section):
+        rows.append(
+            [
+                plain["type"],
+                _arrow(plain["bits_per_weight"], twin["bits_per_weight"], 2),
+                _arrow(plain["ppl"], twin["ppl"], 3),
+                fmt(twin["ppl"] / plain["ppl"], 4),
+                _arrow(plain["kld_mean"], twin["kld_mean"], 3, sig=True),
+                *(
+                    [_arrow(_get(plain, "llama.cpp kld_mean"), _get(twin, "llama.cpp kld_mean"), 3, sig=True)]
+                    if runtime_kld
+                    else []
+                ),
+                _arrow(plain["same_top_p"], twin["same_top_p"], 2, percent=True),
+                _arrow(_block_error(plain["tensor_errors"]), _block_error(twin["tensor_errors"]), 4),
+            ]
+        )
+    return header, rows
+
+
+def tensor_error_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
+    """Per kind of block matrix, its relative RMS error (mean over layers) without → with the
+    importance matrix, for every type that has a twin."""
+    pairs = _pairs(section)
+    header = ["matrix"] + [plain["type"] for plain, _ in pairs]
+    rows = []
+    for kind in TENSOR_KINDS:
+
+        def mean(errors: dict[str, float]) -> float:
+            values = [e for n, e in errors.items() if n.startswith("blk.") and n.split(".")[2] == kind]
+            return sum(values) / len(values) if values else float("nan")
+
+        rows.append([kind] + [_arrow(mean(p["tensor_errors"]), mean(t["tensor_errors"]), 4) for p, t in pairs])
+    return header, (rows if pairs else [])
+
+
+def mix_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
+    """Per file, the share of the weights stored at each tensor type, the tensors whose rows could
+    not take the type the mix asked for, and the other files whose tensors all have the same types."""
+    rows = list(section.types.iterrows())
+    header = ["type", "weights by tensor type", "stored at another type than asked", "same tensor types as"]
+    out = []
+    for _, r in rows:
+        shares = sorted(r["type_shares"].items(), key=lambda kv: -kv[1])
+        moved = ", ".join(f"{n} {want}→{r['tensor_types'][n]}" for n, want in r["requested"].items())
+        same = [
+            o["type"]
+            for _, o in rows
+            if o["type"] != r["type"] and o["imatrix"] == r["imatrix"] and o["tensor_types"] == r["tensor_types"]
+        ]
+        out.append(
+            [
+                r["type"],
+                ", ".join(f"{t} {fmt(v, 1, percent=True)}" for t, v in shares),
+                moved or DASH,
+                ("⚠ " + ", ".join(same)) if same else DASH,
+            ]
+        )
+    return header, out

@@ -1,0 +1,16 @@
+"""Rule imatrix: the importance matrix of one model over the calibration text, in llama-imatrix's format."""
+
+from qwen3repro.convert.calibrate import write_imatrix
+from qwen3repro.rulelog import rule_log
+from qwen3repro.threads import limit_threads
+
+with rule_log(snakemake.log[0]):
+    limit_threads(snakemake.threads)
+    write_imatrix(
+        snakemake.input.gguf,
+        snakemake.input.text,
+        snakemake.output[0],
+        n_ctx=snakemake.params.n_ctx,
+        chunks=snakemake.params.chunks,
+        force=True,
+    )
