@@ -93,6 +93,18 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess
     )
 
 
+LLAMA_TOOLS = REPO / ".venv" / "llama.cpp" / "build" / "bin"
+
+
+def llama_tool(name: str) -> Path:
+    """One of llama.cpp's command-line tools (make llama-tools); in CI its absence is a failure."""
+    path = Path(os.environ.get("QWEN3REPRO_LLAMA_TOOLS", LLAMA_TOOLS)) / name
+    if not path.is_file():
+        message = f"{path} is not built (make llama-tools builds it from llama-cpp-python's source)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return path
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode != 0, proc.stdout
     lines = proc.stderr.strip().splitlines()

@@ -49,13 +49,12 @@ def tiny_gguf(tiny_model, tmp_path_factory):
     return get
 
 
-def planned_types(preset: str, type_name: str) -> dict[str, T]:
+def planned_types(preset: str, type_name: str, has_imatrix: bool = False) -> dict[str, T]:
     arch = architecture.PRESETS[preset]
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, arch["num_hidden_layers"])
     shapes = {name_map.get_name(n, try_suffixes=(".weight",)): s for n, s in architecture.tensor_shapes(arch).items()}
-    plan = tensor_plan.TensorPlan(
-        type_name, arch["num_hidden_layers"], arch["num_attention_heads"] // arch["num_key_value_heads"], True
-    )
+    n_gqa = arch["num_attention_heads"] // arch["num_key_value_heads"]
+    plan = tensor_plan.TensorPlan(type_name, arch["num_hidden_layers"], n_gqa, True, has_imatrix=has_imatrix)
     return {n: plan.choose(n, shapes[n]) for n in tensor_plan.loader_order(shapes)}
 
 

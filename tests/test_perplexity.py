@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import llama_tool
 
 from qwen3repro.accuracy.perplexity import engine_logits, llama_cpp_logits, score_chunks
 from qwen3repro.errors import UserError
@@ -152,7 +152,6 @@ def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_inp
     )
 
 
-LLAMA_TOOLS = Path(__file__).resolve().parents[1] / ".venv" / "llama.cpp" / "build" / "bin"
 # llama-perplexity --kl-divergence's summary lines, as it prints them
 SUMMARY = {
     "ppl": r"Mean PPL\(Q\)\s+:\s+([\d.]+)\s*±\s*([\d.]+)",
@@ -162,13 +161,6 @@ SUMMARY = {
     "rms_dp": r"RMS Δp    :\s+([\d.]+)\s*±\s*([\d.]+) %",
     "same_top_p": r"Same top p:\s+([\d.]+)\s*±\s*([\d.]+) %",
 }
-
-
-def llama_tool(name: str) -> Path:
-    path = Path(os.environ.get("QWEN3REPRO_LLAMA_TOOLS", LLAMA_TOOLS)) / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not built (make llama-tools builds it from llama-cpp-python's source)")
-    return path
 
 
 def llama_perplexity_summary(output: str) -> dict[str, tuple[float, float]]:

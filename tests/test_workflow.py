@@ -9,6 +9,8 @@ import pytest
 from conftest import BIN, run_snakemake
 from markupsafe import escape  # jinja2's own, as the page is rendered
 
+from qwen3repro.convert import imatrix
+
 
 def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -56,7 +58,9 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_ru
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["source"] == "trained" and "model.safetensors" in manifest["files"]
     assert manifest["steps_done"] == 4 and (model / "training_curve.csv").is_file()
-    assert len(list((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))) == 17
+    assert len(list((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))) == 19 + 4  # 4 -imat twins
+    matrix = imatrix.read(tmp_path / "results" / "imatrix" / "qwen3-shakespeare.gguf")
+    assert len(matrix.sums) == 4 * 7 and matrix.chunk_count == 32 and matrix.datasets == ["calibration.txt"]
     samples = json.loads((tmp_path / "results" / "samples" / "qwen3-shakespeare.json").read_text())
     assert set(samples["samples"]) == {"model", "untrained"} and len(samples["samples"]["model"]) == 4
     assert {s["kind"] for s in samples["samples"]["untrained"]} == {"greedy", "sampled"}
@@ -75,7 +79,7 @@ def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld
     tmp_path = pipeline_run[0]
     check = pd.read_csv(tmp_path / "results" / "check" / "qwen3-shakespeare.csv")
     ppl = pd.read_csv(tmp_path / "results" / "perplexity" / "qwen3-shakespeare.csv")
-    assert len(check) == len(ppl) == 17
+    assert len(check) == len(ppl) == 23 and set(ppl["type"]) >= {"IQ4_XS", "IQ4_XS-imat", "Q4_K_M-imat"}
     f32 = check[check["type"] == "F32"].iloc[0]
     assert f32["max_abs_dlogit"] <= 1e-4 and f32["top1_agreement"] == 1.0 and f32["greedy_match"] == 64
     # every file type at the same tight bound: transformers computes the file's own weights
@@ -100,6 +104,9 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
     page = (tmp_path / "results" / "report" / "index.html").read_text()
     assert "qwen3-shakespeare" in page and page.count("data:image/png;base64,") >= 6
     assert "| type |" in (tmp_path / "results" / "report" / "summary.md").read_text()
+    # with and without the importance matrix, and the files whose tensor types came out the same
+    assert "With and without an importance matrix" in page and "Q4_K_M-imat" in page
+    assert "token_embd.weight Q6_K→Q8_0" in page and "⚠ Q3_K_S" in page
     # the run ends with a verdict, first on the page: the committed reference is of the 500-step recipe
     verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-shakespeare.json").read_text())
     assert verdict["verdict"] == "not comparable" and verdict["summary"].endswith("(training)")
@@ -113,14 +120,14 @@ def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_chan
     proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "check" / "qwen3-tiny.csv")
-    assert len(table) == 17 and table.loc[table["type"] == "F32", "max_abs_dlogit"].iloc[0] <= 1e-4
+    assert len(table) == 23 and table.loc[table["type"] == "F32", "max_abs_dlogit"].iloc[0] <= 1e-4
     assert table["max_abs_dlogit"].le(1e-4).all() and table["greedy_agreement"].eq(1.0).all()
     # the verdict: every file identical to the committed reference, and one flipped byte named
     proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/verify/qwen3-tiny.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-tiny.json").read_text())
     assert verdict["verdict"] == "reproduced"
-    assert verdict["summary"] == "qwen3-tiny: 22/22 files identical to the reference", verdict
+    assert verdict["summary"] == "qwen3-tiny: 24/24 files identical to the reference", verdict
     q8 = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-Q8_0.gguf"
     original = q8.read_bytes()
     q8.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
