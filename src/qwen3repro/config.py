@@ -69,7 +69,9 @@ def validate_config(config: dict) -> dict:
 
 def file_variants(config: dict) -> list[str]:
     """Every GGUF file a run makes per model: convert.types, then the importance-matrix twins."""
-    return list(config["convert"]["types"]) + [f"{t}-imat" for t in config["convert"]["imatrix"]["types"]]
+    from qwen3repro.convert.tensor_plan import IMATRIX_SUFFIX
+
+    return list(config["convert"]["types"]) + [t + IMATRIX_SUFFIX for t in config["convert"]["imatrix"]["types"]]
 
 
 def load_config(path: Path | str) -> dict:

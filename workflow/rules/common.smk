@@ -5,6 +5,7 @@ from pathlib import Path
 
 from qwen3repro import resources
 from qwen3repro.config import file_variants
+from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.verify.verdict import perplexity_inputs
 
 
@@ -40,7 +41,7 @@ def gguf_files():
 
 def imatrix_input(wildcards):
     """The importance matrix a "-imat" file is quantized with (and checked against); none otherwise."""
-    return f"results/imatrix/{wildcards.model}.gguf" if wildcards.type.endswith("-imat") else []
+    return f"results/imatrix/{wildcards.model}.gguf" if split_variant(wildcards.type)[1] else []
 
 
 def convert_mem_mb(wildcards, input):

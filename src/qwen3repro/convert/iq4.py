@@ -24,7 +24,6 @@ from qwen3repro.convert.kquants import (
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], F32)
 NTRY = 7  # candidate scales either side of the first guess, as llama-quantize runs it
-BLOCK_BYTES = {"IQ4_NL": 18, "IQ4_XS": 136}
 
 
 def best_index(v: np.ndarray) -> np.ndarray:
@@ -86,7 +85,7 @@ def quantize_iq4_xs(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndar
     scales as 2 high bits (uint16) and 4 low bits (4 bytes), 128 bytes of indices."""
     nb = blocks.shape[0]
     x = _subblocks(blocks, 32)
-    sigma2 = seqsum(np.ascontiguousarray(blocks.T) ** 2) * (F32(2) / F32(QK_K))
+    sigma2 = seqsum(blocks.T**2) * (F32(2) / F32(QK_K))
     w = _weights(x, None if qw is None else _subblocks(qw, 32), np.repeat(sigma2, 8)[None, :])
     scales = fit_scales(x, w).reshape(nb, 8)
     d = -first_absmax(scales.T) / F32(32)

@@ -59,8 +59,10 @@ def _reduce_is_sequential() -> bool:
 
 def seqsum(a: np.ndarray) -> np.ndarray:
     """Sum over axis 0 left to right in float32, as a C loop `s += a[i]` from s = 0 does. NumPy sums
-    pairwise along a contiguous axis, so a column (one sum) or a transposed view is summed with
-    accumulate, which is sequential by definition (the final + 0 gives C's +0 for an all-zero sum)."""
+    pairwise along a contiguous axis: any layout is first made C-ordered (where axis 0 is reduced row
+    after row), and a column, whose one axis is contiguous either way, is summed with accumulate,
+    sequential by definition (the final + 0 gives C's +0 for an all-zero sum). Callers need not care
+    how their array is laid out."""
     a = np.ascontiguousarray(a)
     if a.ndim > 1 and a[0].size > 1:
         return np.add.reduce(a, axis=0, initial=F32(0))

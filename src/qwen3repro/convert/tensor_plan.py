@@ -56,7 +56,7 @@ def file_type(name: str) -> tuple[FT, T]:
 def split_variant(name: str) -> tuple[str, bool]:
     """'Q4_K_M-imat' -> ('Q4_K_M', True): the file type, and whether an importance matrix made it."""
     base = name[: -len(IMATRIX_SUFFIX)] if name.endswith(IMATRIX_SUFFIX) else name
-    ftype, default = file_type(base)
+    _, default = file_type(base)
     imatrix = base != name
     if imatrix and default not in TAKES_IMATRIX:
         raise UserError(f"file type {base} takes no importance matrix, so there is no {name}")

@@ -87,7 +87,7 @@ def importance_weights(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.
 def block_sigma2(blocks: np.ndarray, factor: float) -> np.ndarray:
     """factor * sum(x^2) / 256 per super-block, summed in C's order; shape (1, nb) to broadcast
     over a block's sub-blocks once they are laid out by `_subblocks`."""
-    return F32(factor) * seqsum(np.ascontiguousarray(blocks.T) ** 2) / F32(QK_K)
+    return F32(factor) * seqsum(blocks.T**2) / F32(QK_K)
 
 
 def _per_subblock(sigma2: np.ndarray, n: int) -> np.ndarray:
@@ -112,7 +112,7 @@ def quantize_q3_k(blocks: np.ndarray, qw: np.ndarray) -> np.ndarray:
     weight = importance_weights(x, q, _per_subblock(block_sigma2(blocks, 2.0), 16))
     sw = seqsum(weight).reshape(nb, 16)
     scales, L = make_qx_quants(x, 4, weight)
-    d_block, ls = make_qx_quants(np.ascontiguousarray(scales.reshape(nb, 16).T), 32, np.ascontiguousarray(sw.T))
+    d_block, ls = make_qx_quants(scales.reshape(nb, 16).T, 32, sw.T)
     return pack_q3_k(x, L, ls.T.astype(np.int64), fp16_round(d_block))
 
 
@@ -120,10 +120,10 @@ def _qkx_block(blocks: np.ndarray, qw: np.ndarray, nmax: int):
     nb = blocks.shape[0]
     x, q = _subblocks(blocks, 32), _subblocks(qw, 32)
     weight = importance_weights(x, q, _per_subblock(block_sigma2(blocks, 2.0), 32))
-    sw = np.ascontiguousarray(seqsum(weight).reshape(nb, 8).T)
+    sw = seqsum(weight).reshape(nb, 8).T
     scales, mins, L = make_qkx2_quants(x, weight, nmax, -0.9, 0.05, 36, use_mad=False)
-    d, ls = make_qp_quants(np.ascontiguousarray(scales.reshape(nb, 8).T), 63, sw)
-    dmin, lm = make_qp_quants(np.ascontiguousarray(mins.reshape(nb, 8).T), 63, sw)
+    d, ls = make_qp_quants(scales.reshape(nb, 8).T, 63, sw)
+    dmin, lm = make_qp_quants(mins.reshape(nb, 8).T, 63, sw)
     ls, lm = ls.T.astype(np.uint8), lm.T.astype(np.uint8)
     if nmax == 31:  # Q5_K clamps the 6-bit values, Q4_K does not
         ls, lm = np.minimum(ls, 63), np.minimum(lm, 63)
@@ -145,7 +145,7 @@ def quantize_q5_k(blocks: np.ndarray, qw: np.ndarray) -> np.ndarray:
 def _legacy_fit(rows: np.ndarray, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 32-value blocks of `rows` element-major (32, n_blocks) and their weights."""
     n_per_row = rows.shape[1]
-    sigma2 = seqsum(np.ascontiguousarray(rows.T) ** 2) / F32(n_per_row)
+    sigma2 = seqsum(rows.T**2) / F32(n_per_row)
     x = np.ascontiguousarray(rows.reshape(-1, 32).T)
     q = np.ascontiguousarray(np.tile(qw.reshape(-1, 32), (rows.shape[0], 1)).T)
     return x, importance_weights(x, q, np.repeat(sigma2, n_per_row // 32)[None, :])
@@ -215,7 +215,6 @@ ROW_QUANTIZERS = {
     T.Q5_1: quantize_q5_1,
     T.IQ4_NL: quantize_iq4_nl,
 }
-TAKES_IMPORTANCE = set(BLOCK_QUANTIZERS) | set(ROW_QUANTIZERS)
 
 
 def quantize(data: np.ndarray, qtype: T, importance: np.ndarray | None, threads: int | None = None) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qwen3repro.config import file_variants
+from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.errors import UserError
 from qwen3repro.sweep.traces import check_traces
 
@@ -147,8 +148,7 @@ def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame) -> 
         p = _read(files, f"perplexity/{t}")
         row = {
             "type": t,
-            "base_type": t.removesuffix("-imat"),
-            "imatrix": t.endswith("-imat"),
+            "imatrix": split_variant(t)[1],
             "tensor_types": {x["name"]: x["type"] for x in g["tensors"]},
             "tensor_errors": {x["name"]: x["relative_rms_error"] for x in g["tensors"]},
             "type_shares": g.get("type_shares", {}),

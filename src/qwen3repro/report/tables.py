@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.report.inputs import ModelSection
 
 DASH = "—"
@@ -192,7 +193,8 @@ def _block_error(errors: dict[str, float]) -> float:
 def _pairs(section: ModelSection) -> list[tuple[object, object]]:
     """(row without, row with) an importance matrix, for every type that has a twin."""
     rows = {r["type"]: r for _, r in section.types.iterrows()}
-    return [(rows[t.removesuffix("-imat")], rows[t]) for t in rows if t.endswith("-imat") and t[:-5] in rows]
+    twins = [(split_variant(t)[0], t) for t in rows if split_variant(t)[1]]
+    return [(rows[plain], rows[twin]) for plain, twin in twins if plain in rows]
 
 
 def _arrow(without, with_, digits: int = 3, **kw) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from qwen3repro.convert.tensor_plan import IMATRIX_SUFFIX
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import sha256_file, write_json_atomic, write_text_atomic
 
@@ -210,7 +211,7 @@ def write_reference(
     same bytes on every machine."""
     hashes = file_hashes(Path(model_dir), Path(gguf_dir), model)
     # an importance matrix is float sums in the BLAS library's order, so its twins' bytes may differ by machine
-    hashes = {name: h for name, h in hashes.items() if not name.endswith("-imat.gguf")}
+    hashes = {name: h for name, h in hashes.items() if not name.endswith(IMATRIX_SUFFIX + ".gguf")}
     reference = {"model": model, "recipe": recipe(spec), "exact": hashes}
     header = (
         f"# What a run of the model {model} must reproduce, file by file (sha256).\n"
