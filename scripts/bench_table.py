@@ -3,7 +3,7 @@
 from qwen3repro.bench.tables import write_summary
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     table = write_summary(snakemake.input.parts, snakemake.input.bandwidth, snakemake.output.csv, snakemake.output.json)
     log.info("\n%s", table)
     print(f"{snakemake.output.csv}:\n{table}", flush=True)

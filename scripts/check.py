@@ -4,7 +4,7 @@ from qwen3repro.accuracy.check import write_check
 from qwen3repro.rulelog import rule_log
 from qwen3repro.threads import limit_threads
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake):
     limit_threads(snakemake.threads)
     write_check(
         snakemake.input.model_dir,

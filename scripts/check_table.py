@@ -3,5 +3,5 @@
 from qwen3repro.accuracy.check import write_check_table
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     log.info("\n%s", write_check_table(snakemake.input, snakemake.output[0]))

@@ -3,7 +3,7 @@
 from qwen3repro.accuracy.eval_text import write_corpus
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     part = snakemake.params.get("part", "held_out")
     manifest = write_corpus(snakemake.params.spec, snakemake.output.text, force=True, part=part)
     log.info("%s: %d characters, sha256 %s", snakemake.output.text, manifest["characters"], manifest["sha256"])

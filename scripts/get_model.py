@@ -3,5 +3,5 @@
 from qwen3repro.model.sources import materialize
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake):
     materialize(snakemake.wildcards.model, snakemake.params.spec, snakemake.output.model_dir, threads=snakemake.threads)

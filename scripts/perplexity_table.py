@@ -3,5 +3,5 @@
 from qwen3repro.accuracy.perplexity import write_perplexity_table
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     log.info("\n%s", write_perplexity_table(snakemake.input, snakemake.output[0]))

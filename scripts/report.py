@@ -3,7 +3,7 @@
 from qwen3repro.report.page import write_report
 from qwen3repro.rulelog import rule_log
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     names = write_report(
         snakemake.params.config, snakemake.output.html, snakemake.output.markdown, snakemake.output.figures
     )

@@ -4,7 +4,7 @@ from qwen3repro.rulelog import rule_log
 from qwen3repro.sweep.runner import summary_table, write_sweep
 from qwen3repro.threads import limit_threads
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     limit_threads(snakemake.threads)
     frame = write_sweep(
         snakemake.input.gguf,

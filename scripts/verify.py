@@ -5,7 +5,7 @@ from pathlib import Path
 from qwen3repro.rulelog import rule_log
 from qwen3repro.verify.verdict import write_verdict
 
-with rule_log(snakemake.log[0]) as log:
+with rule_log(snakemake) as log:
     model = snakemake.wildcards.model
     result = write_verdict(
         model,

@@ -149,3 +149,28 @@ def test_config_refuses_an_empty_prompt_set_and_unknown_bounds():
         UserError, match=r"check: Additional properties are not allowed \(.thresholds. was unexpected\)"
     ):
         validate_config({**base, "check": {"thresholds": {"Q4_0": {"kl_max": 1}}}})
+
+
+def test_an_untied_output_matrix_is_converted_and_read_as_its_own(settings, tmp_path):
+    """Qwen3-8B and larger keep lm_head.weight apart from the embedding: GGUF output.weight."""
+    from qwen3repro.convert.converter import convert
+    from qwen3repro.model import synthetic
+
+    model = tmp_path / "untied"
+    model.mkdir()
+    synthetic.build(
+        model, "qwen3-tiny", {"tie_word_embeddings": False, "num_hidden_layers": 2}, seed=1, dtype="float32"
+    )
+    type_name = "Q4_K_M"
+    gguf = tmp_path / f"untied-{type_name}.gguf"
+    manifest = convert(model, type_name, gguf, name="untied")
+    with GGUFFile(gguf) as f:
+        assert f.tensors["output.weight"].shape == f.tensors["token_embd.weight"].shape
+    # llama.cpp's mix: the output matrix at Q6_K in Q4_K_M, the embedding at Q4_K
+    types = {t["name"]: t["type"] for t in manifest["tensors"]}
+    assert types["output.weight"] == "Q6_K" and types["token_embd.weight"] == "Q4_K"
+    result = write_check(
+        model, gguf, None, tmp_path / "check.json", {**settings, "prompts": PROMPTS[:2]}, "untied", type_name
+    )
+    m = result["metrics"]
+    assert m["max_abs_dlogit"] <= 1e-4 and m["greedy_agreement"] == 1.0 and m["tensors_differing"] == 0

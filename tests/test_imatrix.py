@@ -276,3 +276,25 @@ def test_variant_names():
     assert tensor_plan.split_variant("IQ4_XS") == ("IQ4_XS", False)
     with pytest.raises(Exception, match="Q8_0 takes no importance matrix"):
         tensor_plan.split_variant("Q8_0-imat")
+
+
+def test_an_untied_output_matrix_is_quantized_as_llama_quantize_does(tmp_path):
+    """Qwen3-8B and larger keep output.weight apart from the embedding: each takes its own type in the
+    mixes (Q6_K for the output in Q4_K_M) and the bytes are llama-quantize's."""
+    from qwen3repro.model import synthetic
+
+    lib = peers()
+    model = tmp_path / "untied"
+    model.mkdir()
+    arch = {"tie_word_embeddings": False, "num_hidden_layers": 2}
+    synthetic.build(model, "qwen3-tiny", arch, seed=1, dtype="float32")
+    convert(model, "F32", tmp_path / "f32.gguf", name="untied")
+    for type_name in ["Q4_K_M", "Q3_K_S"]:
+        convert(model, type_name, tmp_path / "ours.gguf", name="untied", force=True)
+        llama_quantize(tmp_path / "f32.gguf", tmp_path / "theirs.gguf", type_name)
+        assert lib.compare_tensors(tmp_path / "ours.gguf", tmp_path / "theirs.gguf") == {
+            "only_ours": [],
+            "only_theirs": [],
+            "type": [],
+            "bytes": [],
+        }, type_name

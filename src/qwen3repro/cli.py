@@ -74,6 +74,23 @@ def cmd_reference(args: argparse.Namespace) -> None:
     print(f"{out}: {len(reference['exact'])} files of {name}")
 
 
+def cmd_usage(args: argparse.Namespace) -> None:
+    from qwen3repro.usage import by_rule, problems, usage_table
+
+    table = usage_table(args.results)
+    summary = by_rule(table)
+    print(summary.to_markdown(index=False) if args.markdown else summary.to_string(index=False))
+    if args.jobs:
+        print()
+        print(table.to_markdown(index=False) if args.markdown else table.to_string(index=False))
+    found = problems(table)
+    for line in found:
+        print(f"qwen3repro: {line}", file=sys.stderr)
+    print(f"{len(table)} jobs; {len(found)} over what they declared or asking more than 3x the memory they used")
+    if found:
+        sys.exit(1)
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     from qwen3repro.config import load_config
 
@@ -343,6 +360,14 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--out", help="reference file (default config/reference/<model>.yaml)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser(
+        "usage", help="per rule, the threads, memory and time limit each job declared beside what it used"
+    )
+    p.add_argument("--results", default="results", help="the run's results folder (logs/ and benchmarks/)")
+    p.add_argument("--jobs", action="store_true", help="every job too, not only the summary per rule")
+    p.add_argument("--markdown", action="store_true", help="Markdown tables")
+    p.set_defaults(func=cmd_usage)
 
     p = sub.add_parser("check-config", help="validate a pipeline config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

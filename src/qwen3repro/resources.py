@@ -1,12 +1,15 @@
-"""What each pipeline job asks the scheduler for: memory estimates from the model's and the files' sizes.
+"""What each pipeline job asks the scheduler for: memory and a time limit, from the model's and the
+files' sizes and the job's work.
 
-Every estimate is a generous bound on the job's peak resident memory in MiB. A GGUF file that does
-not exist yet (a dry run plans before the converter has written it) counts as a placeholder; the
-rules are evaluated again once their inputs exist.
+Every memory estimate is a generous bound on the job's peak resident memory in MiB, every time
+limit one on its wall time in minutes. A GGUF file that does not exist yet (a dry run plans before
+the converter has written it) counts as a placeholder; the rules are evaluated again once their
+inputs exist.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,63 +17,260 @@ import numpy as np
 from qwen3repro.model import architecture
 
 PLACEHOLDER_MB = 1024
+# Python with NumPy, torch and transformers imported, the tokenizer loaded: what every job holds
+# before it touches a weight (about 500 MiB measured), with room to spare.
+BASE_MB = 1024
+MiB = 2**20
 
 
 def safetensors_bytes(model_dir: Path | str) -> int:
     return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
 
 
+def n_weights_of_model(model_dir: Path | str) -> int:
+    """The model's parameters; none for a model not in place yet (a dry run's placeholder)."""
+    from qwen3repro.convert.hf_weights import architecture_of, read_config
+
+    if not Path(model_dir).exists():
+        return 0
+    return architecture.n_parameters(architecture_of(read_config(Path(model_dir))))
+
+
+def gguf_shapes(gguf: Path | str) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in the file; none for a file not written yet (a dry run's placeholder)."""
+    from qwen3repro.convert.reader import GGUFFile
+
+    if not Path(gguf).exists():
+        return {}
+    with GGUFFile(gguf) as f:
+        return {name: tuple(t.shape) for name, t in f.tensors.items()}
+
+
+def n_weights_of_gguf(gguf: Path | str) -> int:
+    return sum(int(np.prod(shape)) for shape in gguf_shapes(gguf).values())
+
+
+def n_weights_of_spec(spec: dict) -> int | None:
+    """A synthetic or trained model's size from its config entry; None for downloads and local models."""
+    if spec.get("source") in ("synthetic", "trained"):
+        return architecture.n_parameters(architecture.resolve(spec["preset"], spec.get("architecture")))
+    return None
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
 def model_mb(spec: dict) -> int:
     """Putting a model in place: building, training or downloading it."""
+    n = n_weights_of_spec(spec)
     if spec.get("source") == "synthetic":
-        n = architecture.n_parameters(architecture.resolve(spec["preset"], spec.get("architecture")))
-        return 1024 + 6 * n // 2**20  # the saved weights, at most float32, and serialisation headroom
+        # one tensor drawn at a time in float32, the file written from the saved dtype's copies
+        dtype_bytes = 4 if spec.get("dtype", "bfloat16") == "float32" else 2
+        return BASE_MB // 2 + int(1.5 * n * dtype_bytes) // MiB
     if spec.get("source") == "trained":
-        n = architecture.n_parameters(architecture.resolve(spec["preset"], spec.get("architecture")))
         # weights, gradients and two AdamW moments in float32, activations, and the logits buffer
-        return 2048 + 24 * n // 2**20
-    return 1024
+        return 2048 + 24 * n // MiB
+    return BASE_MB
 
 
 def convert_mb(model_dir: Path | str) -> int:
     """Tensors are converted one at a time; twice the weights' size bounds the largest in float32."""
-    return 1024 + 2 * safetensors_bytes(model_dir) // 2**20
+    return BASE_MB + 2 * safetensors_bytes(model_dir) // MiB
 
 
 def gguf_mb(gguf: Path | str) -> int:
     """The engine on a GGUF file holds its weights in float32; llama.cpp maps the file beside it."""
-    from qwen3repro.convert.reader import GGUFFile
-
     if not Path(gguf).exists():
         return PLACEHOLDER_MB
-    with GGUFFile(gguf) as f:
-        n_weights = sum(int(np.prod(t.shape)) for t in f.tensors.values())
-    return 1024 + (4 * n_weights + Path(gguf).stat().st_size) // 2**20
+    return BASE_MB + (4 * n_weights_of_gguf(gguf) + Path(gguf).stat().st_size) // MiB
 
 
-def samples_mb(gguf: Path | str) -> int:
-    """The F32 file is mapped once; an untrained twin of the same size may be built beside it."""
-    return 1024 + 3 * Path(gguf).stat().st_size // 2**20
+def samples_mb(gguf: Path | str, trained: bool) -> int:
+    """The engine on the F32 file reads its weights in place (mapped); a trained model's untrained
+    twin of the same size is built beside it."""
+    return BASE_MB + (2 if trained else 1) * Path(gguf).stat().st_size // MiB
 
 
-def bench_hf_mb(model_dir: Path | str) -> int:
-    """transformers loads the weights and keeps one float32 copy."""
-    return 2048 + 3 * safetensors_bytes(model_dir) // 2**20
+def bench_hf_mb(model_dir: Path | str, engine: str) -> int:
+    """transformers maps the saved weights and holds its own copy in the engine's dtype."""
+    dtype_bytes = 2 if engine.endswith("bf16") else 4
+    n = n_weights_of_model(model_dir)
+    return BASE_MB + int(1.1 * (dtype_bytes * n + safetensors_bytes(model_dir))) // MiB
 
 
-def check_mb(model_dir: Path | str, gguf: Path | str) -> int:
-    """The engine holds the weights in float32 and transformers a float32 copy of its own."""
-    return 2048 + 2 * gguf_mb(gguf) + 3 * safetensors_bytes(model_dir) // 2**20
+def logits_mb(positions: int, vocab: int, copies: int) -> int:
+    """A probability for every token at every position, float32 or float64, `copies` times over."""
+    return positions * vocab * 4 * copies // MiB
 
 
-def perplexity_mb(gguf: Path | str, base: Path | str, n_ctx: int = 512, llama_cpp: bool = True) -> int:
-    """Two engines (the file and the F32 base) and a chunk's logits from each in float32; then
-    llama.cpp maps both files (page cache) and keeps every position's logits of a chunk, twice."""
-    engines = gguf_mb(gguf) + gguf_mb(base)
-    if not llama_cpp or not Path(base).exists():
-        return 2048 + engines
-    from qwen3repro.convert.reader import GGUFFile
+def check_mb(gguf: Path | str, max_tokens: int) -> int:
+    """The engine and transformers each hold the weights in float32 (an F32 file's are read in
+    place); the logits over the longest prompt from both, with their float64 comparison; and every
+    tensor quantized again from the source, the largest one's working arrays at the peak."""
+    shapes = gguf_shapes(gguf)
+    if not shapes:
+        return PLACEHOLDER_MB
+    sizes = [int(np.prod(shape)) for shape in shapes.values()]
+    vocab = max(shapes["token_embd.weight"])
+    return BASE_MB + (8 * sum(sizes) + 8 * max(sizes)) // MiB + logits_mb(max_tokens, vocab, copies=4)
 
-    with GGUFFile(base) as f:
-        vocab = int(max(f.tensors["token_embd.weight"].shape))
-    return 2048 + engines + 2 * n_ctx * vocab * 4 // 2**20
+
+def perplexity_mb(gguf: Path | str, base: Path | str, n_ctx: int = 512) -> int:
+    """The engine on the file (dequantized to float32) and on the F32 base (read in place), then
+    llama.cpp on the two; the logits of a chunk from both files, in both runtimes."""
+    shapes = gguf_shapes(base)
+    if not shapes or not Path(gguf).exists():
+        return PLACEHOLDER_MB
+    copies = 1 if Path(gguf).resolve() == Path(base).resolve() else 2
+    n, vocab = sum(int(np.prod(shape)) for shape in shapes.values()), max(shapes["token_embd.weight"])
+    return BASE_MB + copies * 4 * n // MiB + logits_mb(n_ctx, vocab, copies=4)
+
+
+# --- time limits ---------------------------------------------------------------------------------
+#
+# A scheduler kills a job at its time limit, so each limit is the job's work at speeds well below
+# this project's 2-core machine (about a quarter of what its jobs reach: a slow or shared node still
+# finishes) times MARGIN, plus START_SECONDS for Python, imports and opening files. The work is
+# counted in what bounds each stage: multiply-adds for prefill and training, bytes of float32
+# weights read per decoded token, weights quantized or loaded per second.
+
+FLOPS_PER_THREAD = 1.5e10  # multiply-adds x 2 per second one thread sustains in BLAS
+BYTES_PER_SECOND = 5e9  # weight bytes per second a decoding job streams from memory
+LOAD_RATE = 2e7  # weights per second read from a file and dequantized to float32
+START_SECONDS = 120
+MARGIN = 2
+MIN_MINUTES = 3
+
+# weights per second one thread quantizes, by the converter's path for the type
+QUANTIZE_RATE = {"plain": 5e6, "legacy": 3e6, "k": 1.5e6, "iq4": 5e5}
+
+
+def minutes(seconds: float) -> int:
+    """A job's time limit in minutes for `seconds` of work at the speeds above."""
+    return max(MIN_MINUTES, math.ceil((START_SECONDS + MARGIN * seconds) / 60))
+
+
+def prefill_seconds(n_weights: int, tokens: int, threads: int) -> float:
+    return 2 * n_weights * tokens / (FLOPS_PER_THREAD * threads)
+
+
+def decode_seconds(n_weights: int, tokens: int, bytes_per_weight: float = 4) -> float:
+    """The engine decodes on float32 weights: every token reads them all."""
+    return n_weights * bytes_per_weight * tokens / BYTES_PER_SECOND
+
+
+def load_seconds(n_weights: int) -> float:
+    """Reading a file and dequantizing it to float32 (or building transformers' model)."""
+    return n_weights / LOAD_RATE
+
+
+def quantize_seconds(n_weights: int, file_type: str, threads: int) -> float:
+    from qwen3repro.convert.tensor_plan import split_variant
+
+    base, imatrix = split_variant(file_type)
+    if base in ("F32", "F16", "BF16", "Q8_0"):
+        kind = "plain"
+    elif base.startswith("IQ4"):
+        kind = "iq4"
+    elif "_K" in base:
+        kind = "k"
+    else:
+        kind = "legacy"
+    rate = QUANTIZE_RATE[kind] / (2 if imatrix else 1)
+    return n_weights / (rate * threads)
+
+
+def model_minutes(spec: dict, threads: int) -> int:
+    """Building random weights, or training: 6 multiply-adds x 2 per weight and token (forward and
+    backward), with the held-out evaluations. A download's time depends on the network: a limit of
+    hours, and the rule is kept on the submitting host by default (cluster.localrules)."""
+    n = n_weights_of_spec(spec)
+    if n is None:
+        return 8 * 60
+    if spec["source"] == "synthetic":
+        return minutes(2 * load_seconds(n))
+    t = spec["training"]
+    train_tokens = t.get("steps", 500) * t.get("batch_size", 8) * t.get("seq_len", 128)
+    evaluations = t.get("steps", 500) // t.get("eval_every", 50) + 1
+    eval_tokens = evaluations * t.get("eval_windows", 64) * (t.get("seq_len", 128) + 1)
+    return minutes(3 * prefill_seconds(n, train_tokens, threads) + prefill_seconds(n, eval_tokens, threads))
+
+
+def convert_minutes(model_dir: Path | str, file_type: str, threads: int) -> int:
+    n = n_weights_of_model(model_dir)
+    return minutes(load_seconds(n) + quantize_seconds(n, file_type, threads))
+
+
+def imatrix_minutes(gguf: Path | str, settings: dict, threads: int) -> int:
+    n = n_weights_of_gguf(gguf)
+    return minutes(load_seconds(n) + prefill_seconds(n, settings["n_ctx"] * settings["chunks"], threads))
+
+
+def check_minutes(gguf: Path | str, file_type: str, settings: dict, threads: int) -> int:
+    """The engine and transformers each prefill every prompt and decode its greedy continuation;
+    then every tensor is quantized again from the source weights."""
+    n = n_weights_of_gguf(gguf)
+    prompts = len(settings["prompts"])
+    prefill = prefill_seconds(n, prompts * settings["max_tokens"], threads)
+    decode = decode_seconds(n, prompts * settings["greedy_tokens"])
+    return minutes(3 * load_seconds(n) + 2 * (prefill + decode) + quantize_seconds(n, file_type, threads))
+
+
+def corpus_tokens(corpus: Path | str) -> int:
+    """At most one token per two bytes of text (Qwen3's tokenizer averages about four)."""
+    return Path(corpus).stat().st_size // 2 if Path(corpus).exists() else 0
+
+
+def perplexity_minutes(gguf: Path | str, corpus: Path | str, settings: dict, threads: int) -> int:
+    """Each runtime scores every chunk with the file and with the F32 base."""
+    n = n_weights_of_gguf(gguf)
+    chunks = settings["chunks"] or max(1, corpus_tokens(corpus) // settings["n_ctx"])
+    passes = 2 * len(settings["runtimes"])
+    return minutes(passes * (load_seconds(n) + prefill_seconds(n, chunks * settings["n_ctx"], threads)))
+
+
+def bench_gguf_minutes(gguf: Path | str, settings: dict, threads: int) -> int:
+    """Per runtime: a warm-up and `repetitions` of every pp test (prefill) and tg test (decode)."""
+    n = n_weights_of_gguf(gguf)
+    runs = settings["repetitions"] + 1
+    engines = len([e for e in settings["engines"] if e in ("numpy", "llama.cpp")])
+    work = prefill_seconds(n, sum(settings["n_prompt"]), threads) + decode_seconds(n, sum(settings["n_gen"]))
+    return minutes(engines * (load_seconds(n) + runs * work))
+
+
+def bench_hf_minutes(model_dir: Path | str, settings: dict, threads: int) -> int:
+    n = n_weights_of_model(model_dir)
+    runs = settings["repetitions"] + 1
+    work = prefill_seconds(n, sum(settings["n_prompt"]), threads) + decode_seconds(n, sum(settings["n_gen"]))
+    return minutes(load_seconds(n) + runs * work)
+
+
+def samples_minutes(gguf: Path | str, settings: dict, trained: bool) -> int:
+    """Each prompt greedy and sampled, from the file and, for a trained model, an untrained twin."""
+    n = n_weights_of_gguf(gguf)
+    generations = 2 * len(settings["prompts"]) * (2 if trained else 1)
+    return minutes(
+        (2 if trained else 1) * load_seconds(n) + decode_seconds(n, generations * settings["max_new_tokens"])
+    )
+
+
+def sweep_generations(settings: dict) -> int:
+    from qwen3repro.sweep.grid import cells
+
+    turns = sum(sum(m["role"] == "user" for m in c["messages"]) for c in settings.get("conversations", []))
+    per_seed = sum(turns if c["multi_turn"] is not None else len(settings.get("prompts", [])) for c in cells(settings))
+    return per_seed * len(settings["seeds"])
+
+
+def sweep_minutes(gguf: Path | str, settings: dict) -> int:
+    """Every generation decodes max_new_tokens; prompts of chat length are prefilled at decode speed."""
+    n = n_weights_of_gguf(gguf)
+    return minutes(load_seconds(n) + decode_seconds(n, 2 * sweep_generations(settings) * settings["max_new_tokens"]))
+
+
+def traces_minutes(gguf: Path | str, settings: dict) -> int:
+    """Each traced generation, and once more along the first type's tokens."""
+    n = n_weights_of_gguf(gguf)
+    t = settings.get("traces", {})
+    traces = len(t.get("prompts", [])) * len(t.get("presets", [1, 2])) * len(t.get("thinking", [1, 2]))
+    return minutes(load_seconds(n) + decode_seconds(n, 2 * 2 * traces * settings["max_new_tokens"]))

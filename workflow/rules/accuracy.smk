@@ -15,6 +15,7 @@ rule corpus:
     threads: 1
     resources:
         mem_mb=1024,
+        runtime=10,
     params:
         spec=config["perplexity"]["corpus"],
     script:
@@ -38,6 +39,7 @@ rule check:
     threads: 1
     resources:
         mem_mb=check_mem_mb,
+        runtime=check_runtime,
     params:
         settings=config["check"],
     script:
@@ -58,6 +60,7 @@ rule check_table:
     threads: 1
     resources:
         mem_mb=1024,
+        runtime=10,
     script:
         "../../scripts/check_table.py"
 
@@ -78,6 +81,7 @@ rule perplexity:
     threads: 1
     resources:
         mem_mb=perplexity_mem_mb,
+        runtime=perplexity_runtime,
     params:
         settings=config["perplexity"],
     script:
@@ -98,5 +102,6 @@ rule perplexity_table:
     threads: 1
     resources:
         mem_mb=1024,
+        runtime=10,
     script:
         "../../scripts/perplexity_table.py"

@@ -1,6 +1,7 @@
 # Stage 4: speed and memory, as llama-bench measures them, per file type (numpy and llama.cpp on
 # the GGUF) and per transformers dtype, then one table per model with the decode roofline.
-# Every job takes all the cores it is given, so measurements never share the machine.
+# Every job runs with bench.threads (llama-bench -t); the Slurm profile asks for a whole node for
+# them, so that measurements never share a machine.
 
 
 rule bandwidth:
@@ -12,9 +13,10 @@ rule bandwidth:
         "results/benchmarks/bandwidth/bandwidth.tsv"
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: workflow.cores
+    threads: BENCH_THREADS
     resources:
         mem_mb=2048,
+        runtime=5,
     script:
         "../../scripts/bandwidth.py"
 
@@ -30,9 +32,10 @@ rule bench_gguf:
         "results/benchmarks/bench_gguf/{model}-{type}.tsv"
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: workflow.cores
+    threads: BENCH_THREADS
     resources:
         mem_mb=gguf_mem_mb,
+        runtime=bench_gguf_runtime,
     params:
         settings=config["bench"],
     script:
@@ -52,9 +55,10 @@ rule bench_hf:
         engine="transformers-f32|transformers-bf16",
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: workflow.cores
+    threads: BENCH_THREADS
     resources:
         mem_mb=bench_hf_mem_mb,
+        runtime=bench_hf_runtime,
     params:
         settings=config["bench"],
     script:
@@ -77,5 +81,6 @@ rule bench_table:
     threads: 1
     resources:
         mem_mb=1024,
+        runtime=10,
     script:
         "../../scripts/bench_table.py"

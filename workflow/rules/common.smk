@@ -22,13 +22,26 @@ def model_spec(wildcards):
     return config["models"][wildcards.model]
 
 
+# Threads come from the config, never from --cores: a cluster executor has no core count, and a
+# job's thread count is part of what it measures (the benchmarks) or computes (training).
+THREADS = config["cluster"]["threads"]
+BENCH_THREADS = config["bench"]["threads"]
+
+
 def model_threads(wildcards):
-    """Training uses every core it is given; building or downloading a model uses one."""
-    return workflow.cores if config["models"][wildcards.model]["source"] == "trained" else 1
+    """Training uses the threads its config gives it; building or downloading a model uses one."""
+    spec = config["models"][wildcards.model]
+    if spec["source"] != "trained":
+        return 1
+    return spec["training"].get("threads") or THREADS
 
 
 def model_mem_mb(wildcards):
     return resources.model_mb(config["models"][wildcards.model])
+
+
+def model_runtime(wildcards, threads):
+    return resources.model_minutes(config["models"][wildcards.model], threads)
 
 
 def gguf_files():
@@ -48,12 +61,25 @@ def convert_mem_mb(wildcards, input):
     return resources.convert_mb(input.model_dir)
 
 
+def convert_runtime(wildcards, input, threads):
+    return resources.convert_minutes(input.model_dir, wildcards.type, threads)
+
+
+def imatrix_runtime(wildcards, input, threads):
+    return resources.imatrix_minutes(input.gguf, config["convert"]["imatrix"], threads)
+
+
 def samples_files():
     return expand("results/samples/{model}.json", model=config["models"])
 
 
 def samples_mem_mb(wildcards, input):
-    return resources.samples_mb(input.gguf)
+    return resources.samples_mb(input.gguf, config["models"][wildcards.model]["source"] == "trained")
+
+
+def samples_runtime(wildcards, input):
+    trained = config["models"][wildcards.model]["source"] == "trained"
+    return resources.samples_minutes(input.gguf, config["samples"], trained)
 
 
 def bench_parts(wildcards):
@@ -73,7 +99,15 @@ def gguf_mem_mb(wildcards, input):
 
 
 def bench_hf_mem_mb(wildcards, input):
-    return resources.bench_hf_mb(input.model_dir)
+    return resources.bench_hf_mb(input.model_dir, wildcards.engine)
+
+
+def bench_gguf_runtime(wildcards, input, threads):
+    return resources.bench_gguf_minutes(input.gguf, config["bench"], threads)
+
+
+def bench_hf_runtime(wildcards, input, threads):
+    return resources.bench_hf_minutes(input.model_dir, config["bench"], threads)
 
 
 def accuracy_tables():
@@ -85,12 +119,19 @@ def accuracy_tables():
 
 
 def check_mem_mb(wildcards, input):
-    return resources.check_mb(input.model_dir, input.gguf)
+    return resources.check_mb(input.gguf, config["check"]["max_tokens"])
+
+
+def check_runtime(wildcards, input, threads):
+    return resources.check_minutes(input.gguf, wildcards.type, config["check"], threads)
 
 
 def perplexity_mem_mb(wildcards, input):
-    settings = config["perplexity"]
-    return resources.perplexity_mb(input.gguf, input.base, settings["n_ctx"], "llama.cpp" in settings["runtimes"])
+    return resources.perplexity_mb(input.gguf, input.base, config["perplexity"]["n_ctx"])
+
+
+def perplexity_runtime(wildcards, input, threads):
+    return resources.perplexity_minutes(input.gguf, input.corpus, config["perplexity"], threads)
 
 
 def traces_reference(wildcards):
@@ -99,6 +140,14 @@ def traces_reference(wildcards):
     if wildcards.type == first:
         return []
     return f"results/sweep/{wildcards.model}/{first}-traces.json"
+
+
+def sweep_runtime(wildcards, input):
+    return resources.sweep_minutes(input.gguf, config["sweep"])
+
+
+def traces_runtime(wildcards, input):
+    return resources.traces_minutes(input.gguf, config["sweep"])
 
 
 def sweep_files():

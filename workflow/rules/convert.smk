@@ -16,9 +16,10 @@ rule convert:
         "results/benchmarks/convert/{model}-{type}.tsv"
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=convert_mem_mb,
+        runtime=convert_runtime,
     script:
         "../../scripts/convert.py"
 
@@ -36,6 +37,7 @@ rule calibration:
     threads: 1
     resources:
         mem_mb=1024,
+        runtime=10,
     params:
         spec=config["convert"]["imatrix"]["calibration"],
         part="train",
@@ -55,9 +57,10 @@ rule imatrix:
         "results/benchmarks/imatrix/{model}.tsv"
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=gguf_mem_mb,
+        runtime=imatrix_runtime,
     params:
         n_ctx=config["convert"]["imatrix"]["n_ctx"],
         chunks=config["convert"]["imatrix"]["chunks"],

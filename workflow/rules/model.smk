@@ -15,6 +15,7 @@ rule get_model:
     threads: model_threads
     resources:
         mem_mb=model_mem_mb,
+        runtime=model_runtime,
     params:
         spec=model_spec,
     script:

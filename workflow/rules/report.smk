@@ -30,6 +30,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=2048,
+        runtime=15,
     params:
         config=config,
     script:

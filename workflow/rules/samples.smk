@@ -14,9 +14,10 @@ rule samples:
         "results/benchmarks/samples/{model}.tsv"
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=samples_mem_mb,
+        runtime=samples_runtime,
     params:
         settings=config["samples"],
     script:

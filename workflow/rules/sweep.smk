@@ -18,6 +18,7 @@ rule sweep:
     threads: 1
     resources:
         mem_mb=gguf_mem_mb,
+        runtime=sweep_runtime,
     params:
         settings=config["sweep"],
     script:
@@ -39,6 +40,7 @@ rule traces:
     threads: 1
     resources:
         mem_mb=gguf_mem_mb,
+        runtime=traces_runtime,
     params:
         settings=config["sweep"],
     script:

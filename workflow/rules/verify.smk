@@ -24,6 +24,7 @@ rule verify:
     threads: 1
     resources:
         mem_mb=1024,
+        runtime=10,
     params:
         spec=model_spec,
         reference=lambda w: Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml",

@@ -19,9 +19,39 @@ QWEN3_0_6B = {
     "tie_word_embeddings": True,
 }
 
+# The rest of the dense family: what differs from Qwen3-0.6B in each config.json (see
+# shared/reference/qwen3-family-facts.md). From 8B up the output matrix is its own (lm_head.weight).
+FAMILY = {
+    "qwen3-1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16),
+    "qwen3-4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
+    "qwen3-8b": dict(
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        tie_word_embeddings=False,
+    ),
+    "qwen3-14b": dict(
+        hidden_size=5120,
+        intermediate_size=17408,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        tie_word_embeddings=False,
+    ),
+    "qwen3-32b": dict(
+        hidden_size=5120,
+        intermediate_size=25600,
+        num_hidden_layers=64,
+        num_attention_heads=64,
+        tie_word_embeddings=False,
+    ),
+}
+
 PRESETS: dict[str, dict] = {
     # Exactly Qwen3-0.6B, random weights: speed and memory at true scale.
     "qwen3-0.6b-shape": dict(QWEN3_0_6B),
+    # Exactly each larger Qwen3, random weights.
+    **{f"{name}-shape": dict(QWEN3_0_6B, **values) for name, values in FAMILY.items()},
     # The CI model: the real vocabulary and head_dim, everything else small. Row lengths are
     # multiples of 256 so that every K-quant block type applies instead of its fallback.
     "qwen3-tiny": dict(

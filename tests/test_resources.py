@@ -1,0 +1,79 @@
+"""What the jobs ask a scheduler for (memory, time limits) and the check of it against what they used."""
+
+import pytest
+
+from qwen3repro import resources
+from qwen3repro.config import validate_config
+from qwen3repro.model.architecture import FAMILY
+from qwen3repro.usage import problems, usage_table
+
+SHAPES = ["qwen3-0.6b-shape"] + [f"{name}-shape" for name in FAMILY]
+
+
+def test_memory_and_time_grow_with_the_model_through_the_family():
+    specs = [{"source": "synthetic", "preset": p, "dtype": "bfloat16"} for p in SHAPES]
+    mem = [resources.model_mb(s) for s in specs]
+    minutes = [resources.model_minutes(s, threads=1) for s in specs]
+    assert mem == sorted(mem) and len(set(mem)) == len(mem)
+    assert minutes == sorted(minutes) and minutes[-1] > minutes[0]
+
+
+def test_time_limits_count_the_work_of_the_job(tiny_f32, tmp_path):
+    config = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})
+    check = config["check"]
+    assert resources.check_minutes(tiny_f32, "F32", {**check, "greedy_tokens": 4096}, 1) > resources.check_minutes(
+        tiny_f32, "F32", check, 1
+    )
+    ppl = {**config["perplexity"], "chunks": 2}
+    assert resources.perplexity_minutes(tiny_f32, tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
+        resources.perplexity_minutes(tiny_f32, tmp_path / "none", ppl, 1)
+    )
+    # more threads, less time, for the compute-bound stages; the IQ types and importance weights cost more
+    n = resources.n_weights_of_gguf(tiny_f32)
+    assert resources.quantize_seconds(n, "Q4_K_M", 1) > resources.quantize_seconds(n, "Q4_K_M", 8)
+    assert resources.quantize_seconds(n, "IQ4_XS", 1) > resources.quantize_seconds(n, "Q4_K_M-imat", 1)
+    assert resources.quantize_seconds(n, "Q4_K_M-imat", 1) > resources.quantize_seconds(n, "Q4_K_M", 1)
+    assert all(
+        m >= resources.MIN_MINUTES for m in [resources.minutes(0), resources.sweep_minutes(tiny_f32, config["sweep"])]
+    )
+
+
+def test_a_file_not_written_yet_gets_a_placeholder_as_in_a_dry_run(tmp_path):
+    missing = tmp_path / "not-yet.gguf"
+    assert resources.check_mb(missing, 512) == resources.gguf_mb(missing) == resources.PLACEHOLDER_MB
+    assert resources.perplexity_mb(missing, missing) == resources.PLACEHOLDER_MB
+    check = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})["check"]
+    assert resources.check_minutes(missing, "Q8_0", check, 1) == resources.minutes(0)
+
+
+def write_job(results, rule, job, declared, max_rss, seconds):
+    (results / "logs" / rule).mkdir(parents=True, exist_ok=True)
+    (results / "benchmarks" / rule).mkdir(parents=True, exist_ok=True)
+    line = '2026-12-01 08:00:00,000 INFO declared {"rule": "%s", "threads": %d, "mem_mb": %d, "runtime": %d}\n'
+    (results / "logs" / rule / f"{job}.log").write_text(line % (rule, *declared) + "more\n")
+    (results / "benchmarks" / rule / f"{job}.tsv").write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        f"{seconds}\t0:00:01\t{max_rss}\t1\t1\t1\t0\t0\t0\t1\n"
+    )
+
+
+def test_usage_flags_jobs_over_their_declaration_and_big_jobs_asking_three_times_what_they_used(tmp_path):
+    write_job(tmp_path, "convert", "ok", (2, 4000, 10), 2000, 60)
+    write_job(tmp_path, "check", "small", (1, 4000, 10), 500, 60)  # 8x, but under 1 GiB: not flagged
+    write_job(tmp_path, "check", "greedy", (1, 8000, 10), 2000, 60)
+    write_job(tmp_path, "perplexity", "oom", (1, 2000, 10), 2500, 60)
+    write_job(tmp_path, "sweep", "slow", (1, 4000, 2), 2000, 180)
+    table = usage_table(tmp_path)
+    assert len(table) == 5
+    found = problems(table)
+    assert len(found) == 3
+    assert any("greedy (check) declared 8000 MB, 4.0x the 2000" in line for line in found)
+    assert any("oom (perplexity) used 2500 MB, over the 2000" in line for line in found)
+    assert any("slow (sweep) ran 3.0 min, over the 2" in line for line in found)
+
+
+def test_usage_needs_logs_that_record_what_was_declared(tmp_path):
+    from qwen3repro.errors import UserError
+
+    with pytest.raises(UserError, match="no job has both"):
+        usage_table(tmp_path)
