@@ -14,4 +14,6 @@ with rule_log(snakemake):
         name=snakemake.wildcards.model,
         threads=snakemake.threads,
         imatrix=snakemake.input.imatrix if with_imatrix else None,
+        # the path as the workflow names it, not where a storage provider put the local copy
+        imatrix_label=snakemake.params.imatrix,
     )

@@ -132,10 +132,11 @@ def test_every_non_local_job_went_through_sbatch_asking_what_its_rule_declared(s
     for job_id, rule_log in jobs.items():
         declared, record = declared_of(rule_log), records[job_id]
         tres = dict(item.split("=") for item in record["Tres"].split(","))
+        mem_mb = float(tres["mem"][:-1]) * {"M": 1, "G": 1024, "T": 1024**2}[tres["mem"][-1]]
         assert record["JobState"] == "COMPLETED", record
         assert declared["rule"] not in localrules
         assert int(record["ProcCnt"]) == int(tres["cpu"]) == declared["threads"], (rule_log, record)
-        assert tres["mem"] == f"{declared['mem_mb']}M", (rule_log, record)
+        assert mem_mb == declared["mem_mb"], (rule_log, record)
         assert int(record["TimeLimit"]) == declared["runtime"], (rule_log, record)
         submitted.add(rule_log)
     # and every job that is not a local rule was one of them

@@ -20,6 +20,8 @@ rule convert:
     resources:
         mem_mb=convert_mem_mb,
         runtime=convert_runtime,
+    params:
+        imatrix=imatrix_input,
     script:
         "../../scripts/convert.py"
 

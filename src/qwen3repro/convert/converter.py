@@ -130,9 +130,11 @@ def convert(
     name: str | None = None,
     threads: int | None = None,
     imatrix: Path | str | None = None,
+    imatrix_label: str | None = None,
 ) -> dict:
     """Write `out` (GGUF) and `out` with suffix .json (manifest); returns the manifest. With
-    `imatrix` (a llama-imatrix file) the types that take one are quantized with it."""
+    `imatrix` (a llama-imatrix file) the types that take one are quantized with it; the file records
+    the matrix's path as `imatrix_label` (default: the path itself, as llama-quantize records it)."""
     model_dir, out = Path(model_dir), Path(out)
     ftype, _ = tensor_plan.file_type(type_name)
     type_name = type_name.upper()
@@ -173,7 +175,7 @@ def convert(
             writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
             add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
             if matrix is not None:
-                add_imatrix_metadata(writer, imatrix, matrix)
+                add_imatrix_metadata(writer, imatrix_label or imatrix, matrix)
             for n in order:
                 writer.add_tensor_info(
                     n, shapes[n], np.dtype(np.float32), tensor_nbytes(shapes[n], types[n]), raw_dtype=types[n]
