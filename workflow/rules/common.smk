@@ -22,6 +22,11 @@ def model_spec(wildcards):
     return config["models"][wildcards.model]
 
 
+def trained(wildcards):
+    """A model trained here (its samples also run an untrained twin of it)."""
+    return config["models"][wildcards.model]["source"] == "trained"
+
+
 # Threads come from the config, never from --cores: a cluster executor has no core count, and a
 # job's thread count is part of what it measures (the benchmarks) or computes (training).
 THREADS = config["cluster"]["threads"]
@@ -30,10 +35,9 @@ BENCH_THREADS = config["bench"]["threads"]
 
 def model_threads(wildcards):
     """Training uses the threads its config gives it; building or downloading a model uses one."""
-    spec = config["models"][wildcards.model]
-    if spec["source"] != "trained":
+    if not trained(wildcards):
         return 1
-    return spec["training"].get("threads") or THREADS
+    return config["models"][wildcards.model]["training"].get("threads") or THREADS
 
 
 def model_mem_mb(wildcards):
@@ -74,12 +78,11 @@ def samples_files():
 
 
 def samples_mem_mb(wildcards, input):
-    return resources.samples_mb(input.gguf, config["models"][wildcards.model]["source"] == "trained")
+    return resources.samples_mb(input.gguf, trained(wildcards))
 
 
 def samples_runtime(wildcards, input):
-    trained = config["models"][wildcards.model]["source"] == "trained"
-    return resources.samples_minutes(input.gguf, config["samples"], trained)
+    return resources.samples_minutes(input.gguf, config["samples"], trained(wildcards))
 
 
 def bench_parts(wildcards):
