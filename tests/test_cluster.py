@@ -151,6 +151,7 @@ def test_every_non_local_job_went_through_sbatch_asking_what_its_rule_declared(s
         text=True,
         check=True,
     )
+    print(sacct.stdout)
     lines = sacct.stdout.strip().splitlines()[1:]
     assert len(lines) == len(records) and all("|COMPLETED|" in line for line in lines), sacct.stdout
 
