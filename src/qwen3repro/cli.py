@@ -75,7 +75,7 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
 
 def cmd_usage(args: argparse.Namespace) -> None:
-    from qwen3repro.usage import by_rule, problems, usage_table
+    from qwen3repro.usage import MAX_RATIO, by_rule, problems, usage_table
 
     table = usage_table(args.results)
     summary = by_rule(table)
@@ -86,7 +86,8 @@ def cmd_usage(args: argparse.Namespace) -> None:
     found = problems(table)
     for line in found:
         print(f"qwen3repro: {line}", file=sys.stderr)
-    print(f"{len(table)} jobs; {len(found)} over what they declared or asking more than 3x the memory they used")
+    over = f"over what they declared or asking more than {MAX_RATIO:g}x the memory they used"
+    print(f"{len(table)} jobs; {len(found)} {over}")
     if found:
         sys.exit(1)
 

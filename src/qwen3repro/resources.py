@@ -46,8 +46,12 @@ def gguf_shapes(gguf: Path | str) -> dict[str, tuple[int, ...]]:
         return {name: tuple(t.shape) for name, t in f.tensors.items()}
 
 
+def n_elements(shapes: dict[str, tuple[int, ...]]) -> list[int]:
+    return [int(np.prod(shape)) for shape in shapes.values()]
+
+
 def n_weights_of_gguf(gguf: Path | str) -> int:
-    return sum(int(np.prod(shape)) for shape in gguf_shapes(gguf).values())
+    return sum(n_elements(gguf_shapes(gguf)))
 
 
 def n_weights_of_spec(spec: dict) -> int | None:
@@ -110,7 +114,7 @@ def check_mb(gguf: Path | str, max_tokens: int) -> int:
     shapes = gguf_shapes(gguf)
     if not shapes:
         return PLACEHOLDER_MB
-    sizes = [int(np.prod(shape)) for shape in shapes.values()]
+    sizes = n_elements(shapes)
     vocab = max(shapes["token_embd.weight"])
     return BASE_MB + (8 * sum(sizes) + 8 * max(sizes)) // MiB + logits_mb(max_tokens, vocab, copies=4)
 
@@ -122,7 +126,7 @@ def perplexity_mb(gguf: Path | str, base: Path | str, n_ctx: int = 512) -> int:
     if not shapes or not Path(gguf).exists():
         return PLACEHOLDER_MB
     copies = 1 if Path(gguf).resolve() == Path(base).resolve() else 2
-    n, vocab = sum(int(np.prod(shape)) for shape in shapes.values()), max(shapes["token_embd.weight"])
+    n, vocab = sum(n_elements(shapes)), max(shapes["token_embd.weight"])
     return BASE_MB + copies * 4 * n // MiB + logits_mb(n_ctx, vocab, copies=4)
 
 
@@ -154,9 +158,9 @@ def prefill_seconds(n_weights: int, tokens: int, threads: int) -> float:
     return 2 * n_weights * tokens / (FLOPS_PER_THREAD * threads)
 
 
-def decode_seconds(n_weights: int, tokens: int, bytes_per_weight: float = 4) -> float:
+def decode_seconds(n_weights: int, tokens: int) -> float:
     """The engine decodes on float32 weights: every token reads them all."""
-    return n_weights * bytes_per_weight * tokens / BYTES_PER_SECOND
+    return 4 * n_weights * tokens / BYTES_PER_SECOND
 
 
 def load_seconds(n_weights: int) -> float:
@@ -229,29 +233,28 @@ def perplexity_minutes(gguf: Path | str, corpus: Path | str, settings: dict, thr
     return minutes(passes * (load_seconds(n) + prefill_seconds(n, chunks * settings["n_ctx"], threads)))
 
 
-def bench_gguf_minutes(gguf: Path | str, settings: dict, threads: int) -> int:
-    """Per runtime: a warm-up and `repetitions` of every pp test (prefill) and tg test (decode)."""
-    n = n_weights_of_gguf(gguf)
+def bench_seconds(n_weights: int, settings: dict, threads: int) -> float:
+    """One runtime: loading, then a warm-up and `repetitions` of every pp test (prefill) and tg test (decode)."""
     runs = settings["repetitions"] + 1
+    prefill = prefill_seconds(n_weights, sum(settings["n_prompt"]), threads)
+    return load_seconds(n_weights) + runs * (prefill + decode_seconds(n_weights, sum(settings["n_gen"])))
+
+
+def bench_gguf_minutes(gguf: Path | str, settings: dict, threads: int) -> int:
+    """numpy and llama.cpp on the file, one after the other."""
     engines = len([e for e in settings["engines"] if e in ("numpy", "llama.cpp")])
-    work = prefill_seconds(n, sum(settings["n_prompt"]), threads) + decode_seconds(n, sum(settings["n_gen"]))
-    return minutes(engines * (load_seconds(n) + runs * work))
+    return minutes(engines * bench_seconds(n_weights_of_gguf(gguf), settings, threads))
 
 
 def bench_hf_minutes(model_dir: Path | str, settings: dict, threads: int) -> int:
-    n = n_weights_of_model(model_dir)
-    runs = settings["repetitions"] + 1
-    work = prefill_seconds(n, sum(settings["n_prompt"]), threads) + decode_seconds(n, sum(settings["n_gen"]))
-    return minutes(load_seconds(n) + runs * work)
+    return minutes(bench_seconds(n_weights_of_model(model_dir), settings, threads))
 
 
 def samples_minutes(gguf: Path | str, settings: dict, trained: bool) -> int:
     """Each prompt greedy and sampled, from the file and, for a trained model, an untrained twin."""
-    n = n_weights_of_gguf(gguf)
-    generations = 2 * len(settings["prompts"]) * (2 if trained else 1)
-    return minutes(
-        (2 if trained else 1) * load_seconds(n) + decode_seconds(n, generations * settings["max_new_tokens"])
-    )
+    n, models = n_weights_of_gguf(gguf), 2 if trained else 1
+    generations = 2 * len(settings["prompts"]) * models
+    return minutes(models * load_seconds(n) + decode_seconds(n, generations * settings["max_new_tokens"]))
 
 
 def sweep_generations(settings: dict) -> int:
