@@ -47,8 +47,8 @@ def tiny_f32(tiny_model, tmp_path_factory) -> Path:
 
 
 def quick_training_config(path: Path) -> Path:
-    """The default config with a training budget of seconds instead of minutes, and short benchmarks,
-    perplexity runs and sweeps; the accuracy gate is the config's own."""
+    """The default config with a training budget of seconds instead of minutes, and short checks,
+    benchmarks, perplexity runs and sweeps; the accuracy gate is the config's own."""
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -57,6 +57,7 @@ def quick_training_config(path: Path) -> Path:
     config["bench"] = {**config.get("bench", {}), "n_prompt": [16], "n_gen": [8], "repetitions": 2}
     config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2}
     config["sweep"] = {**config.get("sweep", {}), "seeds": [0], "max_new_tokens": 8}
+    config["check"] = {**config.get("check", {}), "max_tokens": 128, "greedy_tokens": 16}
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -1,5 +1,6 @@
 """GGUF conversion: llama-quantize's tensor plan, llama.cpp's exact bytes, manifests, and bad input."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+import yaml
 from conftest import assert_one_line_error, run_cli
 from gguf import GGMLQuantizationType as T
 
@@ -196,6 +198,14 @@ def test_llama_quantize_of_our_f32_gives_our_file(tiny_gguf, tmp_path, type_name
         "type": [],
         "bytes": [],
     }
+
+
+@pytest.mark.parametrize("type_name", list(FILE_TYPES))
+def test_every_file_type_is_the_committed_references_bytes(repo, tiny_gguf, type_name):
+    """config/reference/qwen3-tiny.yaml, which the pipeline's verify stage holds a run to."""
+    exact = yaml.safe_load((repo / "config" / "reference" / "qwen3-tiny.yaml").read_text())["exact"]
+    digest = hashlib.sha256(tiny_gguf(type_name).read_bytes()).hexdigest()
+    assert digest == exact[f"gguf/qwen3-tiny-{type_name}.gguf"]
 
 
 @pytest.mark.peers

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import chromium
+from threadpoolctl import threadpool_limits
 
 from qwen3repro.config import load_config
 from qwen3repro.engine.sampler import SamplingParams, filter_distribution
@@ -27,20 +28,22 @@ def run(pipeline_run):
 def full_logits(workdir, config, model: str, file_type: str, trace: dict) -> list[np.ndarray]:
     """Every step's logits over the whole vocabulary, by generating the trace again (same file,
     prompt, preset and seed, and for a trace along another file's tokens those tokens: the same
-    steps, which the recorded ones confirm)."""
+    steps, which the recorded ones confirm). On one BLAS thread, as the traces rule ran: a matrix
+    product split over more threads sums in another order, and a rounded gap can move by 1e-6."""
     settings = config["sweep"]
     runner = Runner(workdir / f"results/gguf/{model}/{model}-{file_type}.gguf", settings)
     prompt = next(p for p in settings["prompts"] if p["name"] == trace["prompt"])
     captured = []
-    again = runner.trace(
-        prompt["messages"],
-        trace["preset"],
-        trace["thinking"],
-        trace["seed"],
-        len(trace["steps"][0]["ids"]),
-        observe=lambda _token, logits, _dist: captured.append(np.asarray(logits, np.float64)),
-        forced=trace["tokens"] if trace.get("along") else None,
-    )
+    with threadpool_limits(limits=1):
+        again = runner.trace(
+            prompt["messages"],
+            trace["preset"],
+            trace["thinking"],
+            trace["seed"],
+            len(trace["steps"][0]["ids"]),
+            observe=lambda _token, logits, _dist: captured.append(np.asarray(logits, np.float64)),
+            forced=trace["tokens"] if trace.get("along") else None,
+        )
     assert again["steps"] == json.loads(json.dumps(trace["steps"]))
     return captured
 

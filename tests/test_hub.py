@@ -158,7 +158,7 @@ def pipeline_config(path: Path, model: dict, hub: HubServer) -> Path:
     the check against transformers, perplexity on wikitext served by the Hub."""
     config = {
         "models": {"qwen3-tiny": model},
-        "convert": {"types": ["F32", "Q4_K_M"]},
+        "convert": {"types": ["F32", "Q4_K_M"], "imatrix": {"types": []}},
         "bench": {"types": ["F32"]},
         "sweep": {"types": ["F32"]},
         "perplexity": {

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import BIN, run_snakemake
 from markupsafe import escape  # jinja2's own, as the page is rendered
 
@@ -96,8 +97,12 @@ def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld
     assert ppl["ppl"].gt(1).all() and ppl["ppl_error"].gt(0).all()
     # llama.cpp's own figures beside the engine's, each against its own F32 logits; as llama-perplexity
     # computes them, F32 against itself is not 0 but within its 16-bit storage's half level (16 / 65535 / 2)
-    assert abs(base["llama_cpp_kld_mean"]) <= 16 / 65535 / 2
-    assert (ppl.loc[ppl["type"] != "F32", "llama_cpp_kld_mean"] > 0).all()
+    half_level = 16 / 65535 / 2
+    assert abs(base["llama_cpp_kld_mean"]) <= half_level
+    # the other files' divergences are non-negative up to that same storage rounding (a 16-bit file's
+    # can come out at -1e-8 on a model this barely trained)
+    others = ppl.loc[ppl["type"] != "F32", "llama_cpp_kld_mean"]
+    assert (others >= -half_level).all() and others.max() > 0
     assert (ppl["llama_cpp_ppl"] / ppl["ppl"]).loc[ppl["type"] == "F32"].sub(1).abs().lt(1e-3).all()
 
 
@@ -119,24 +124,35 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
 
 
 def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_changed_file(repo, tmp_path):
+    """Three of the file types (every type's bytes against the reference: test_convert.py), no twins."""
     from test_check import corrupt
 
-    config = str(repo / "config" / "qwen3-tiny.yaml")
-    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
+    types = ["F32", "Q8_0", "Q4_K_M"]
+    (tmp_path / "types.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "convert": {"types": types, "imatrix": {"types": []}},
+                "bench": {"types": types},
+                "sweep": {"types": types},
+            }
+        )
+    )
+    config = [str(repo / "config" / "qwen3-tiny.yaml"), str(tmp_path / "types.yaml")]
+    proc = run_snakemake(tmp_path, "--configfile", *config, "--", "results/check/qwen3-tiny.csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "check" / "qwen3-tiny.csv")
-    assert len(table) == 23 and table.loc[table["type"] == "F32", "max_abs_dlogit"].iloc[0] <= 1e-4
+    assert list(table["type"]) == types and table["max_abs_dlogit"].iloc[0] <= 1e-4
     assert table["max_abs_dlogit"].le(1e-4).all() and table["greedy_agreement"].eq(1.0).all()
     # the verdict: every file identical to the committed reference, and one flipped byte named
-    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/verify/qwen3-tiny.json")
+    proc = run_snakemake(tmp_path, "--configfile", *config, "--", "results/verify/qwen3-tiny.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-tiny.json").read_text())
     assert verdict["verdict"] == "reproduced"
-    assert verdict["summary"] == "qwen3-tiny: 24/24 files identical to the reference", verdict
+    assert verdict["summary"] == "qwen3-tiny: 8/8 files identical to the reference", verdict
     q8 = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-Q8_0.gguf"
     original = q8.read_bytes()
     q8.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/verify/qwen3-tiny.json")
+    proc = run_snakemake(tmp_path, "--configfile", *config, "--", "results/verify/qwen3-tiny.json")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("qwen3repro: error:")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith(
@@ -146,7 +162,7 @@ def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_chan
     gguf = tmp_path / "results" / "gguf" / "qwen3-tiny" / "qwen3-tiny-F32.gguf"
     corrupt(gguf, gguf.with_suffix(".tmp"))  # one tensor 1% off: loads fine, computes wrong
     gguf.with_suffix(".tmp").replace(gguf)  # newer than its check result, so the check runs again
-    proc = run_snakemake(tmp_path, "--configfile", config, "--", "results/check/qwen3-tiny.csv")
+    proc = run_snakemake(tmp_path, "--configfile", *config, "--", "results/check/qwen3-tiny.csv")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("qwen3repro: error:")]
     assert len(errors) == 1 and errors[0] == (
