@@ -82,12 +82,16 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_ru
 
 
 def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld(pipeline_run):
-    tmp_path = pipeline_run[0]
+    tmp_path, config = pipeline_run[0], yaml.safe_load(pipeline_run[1].read_text())
     check = pd.read_csv(tmp_path / "results" / "check" / "qwen3-shakespeare.csv")
     ppl = pd.read_csv(tmp_path / "results" / "perplexity" / "qwen3-shakespeare.csv")
     assert len(check) == len(ppl) == 23 and set(ppl["type"]) >= {"IQ4_XS", "IQ4_XS-imat", "Q4_K_M-imat"}
     f32 = check[check["type"] == "F32"].iloc[0]
-    assert f32["max_abs_dlogit"] <= 1e-4 and f32["top1_agreement"] == 1.0 and f32["greedy_match"] == 64
+    assert (
+        f32["max_abs_dlogit"] <= 1e-4
+        and f32["top1_agreement"] == 1.0
+        and f32["greedy_match"] == config["check"]["greedy_tokens"]
+    )
     # every file type at the same tight bound: transformers computes the file's own weights
     assert check["max_abs_dlogit"].le(1e-4).all() and check["greedy_agreement"].eq(1.0).all()
     assert check["tensors_differing"].eq(0).all() and check["tensors_checked"].gt(0).all()
