@@ -40,6 +40,7 @@ SMALL = {
     "perplexity": {"chunks": 2, "n_ctx": 128},
     "sweep": {"types": ["Q4_K_M"], "seeds": [0], "max_new_tokens": 8},
     "samples": {"max_new_tokens": 8},
+    "check": {"max_tokens": 128, "greedy_tokens": 16},
 }
 TINY = REPO / "config" / "qwen3-tiny.yaml"
 FAMILY = ["qwen3-family", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b"]

@@ -161,6 +161,7 @@ def pipeline_config(path: Path, model: dict, hub: HubServer) -> Path:
         "convert": {"types": ["F32", "Q4_K_M"], "imatrix": {"types": []}},
         "bench": {"types": ["F32"]},
         "sweep": {"types": ["F32"]},
+        "check": {"max_tokens": 128, "greedy_tokens": 16},
         "perplexity": {
             "corpus": {
                 "source": "hub",
