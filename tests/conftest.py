@@ -9,6 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = REPO.parent / "shared" / "reference"
 BIN = Path(sys.executable).parent
+# Checks with short prompts, for the tests' pipeline runs: the gate's bounds are the config's own
+SHORT_CHECK = {"max_tokens": 128, "greedy_tokens": 16}
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +59,7 @@ def quick_training_config(path: Path) -> Path:
     config["bench"] = {**config.get("bench", {}), "n_prompt": [16], "n_gen": [8], "repetitions": 2}
     config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2}
     config["sweep"] = {**config.get("sweep", {}), "seeds": [0], "max_new_tokens": 8}
-    config["check"] = {**config.get("check", {}), "max_tokens": 128, "greedy_tokens": 16}
+    config["check"] = {**config.get("check", {}), **SHORT_CHECK}
     path.write_text(yaml.safe_dump(config))
     return path
 

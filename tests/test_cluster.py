@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, REPO
+from conftest import BIN, REPO, SHORT_CHECK
 from slurm_cluster import SlurmCluster, why_not
 
+from qwen3repro.fsutil import sha256_file
 from qwen3repro.usage import by_rule, problems, usage_table
 
 pytestmark = pytest.mark.cluster
@@ -40,7 +41,7 @@ SMALL = {
     "perplexity": {"chunks": 2, "n_ctx": 128},
     "sweep": {"types": ["Q4_K_M"], "seeds": [0], "max_new_tokens": 8},
     "samples": {"max_new_tokens": 8},
-    "check": {"max_tokens": 128, "greedy_tokens": 16},
+    "check": SHORT_CHECK,
 }
 TINY = REPO / "config" / "qwen3-tiny.yaml"
 FAMILY = ["qwen3-family", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b"]
@@ -60,10 +61,6 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int =
 def small_config(path: Path) -> Path:
     path.write_text(yaml.safe_dump(SMALL))
     return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- Slurm ---------------------------------------------------------------------------------------
@@ -252,7 +249,7 @@ def test_pipeline_on_object_storage_writes_everything_there_and_equals_the_local
     for key in ggufs:
         body = client.get_object(Bucket="qwen3repro", Key=key)["Body"].read()
         local = slurm_workdir / key.removeprefix("run/")
-        assert hashlib.sha256(body).hexdigest() == sha256(local), key
+        assert hashlib.sha256(body).hexdigest() == sha256_file(local), key
     # the gate's figures too: the same single-threaded arithmetic on the same files
     checks = client.get_object(Bucket="qwen3repro", Key="run/results/check/qwen3-tiny.csv")["Body"].read()
     assert checks == (slurm_workdir / "results" / "check" / "qwen3-tiny.csv").read_bytes()

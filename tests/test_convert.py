@@ -1,6 +1,5 @@
 """GGUF conversion: llama-quantize's tensor plan, llama.cpp's exact bytes, manifests, and bad input."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from qwen3repro.convert.converter import convert
 from qwen3repro.convert.hf_weights import SafetensorsSource
 from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.convert.tensor_plan import FILE_TYPES
+from qwen3repro.fsutil import sha256_file
 from qwen3repro.model import architecture
 
 K_FILE_TYPES = ["Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K"]
@@ -204,8 +204,7 @@ def test_llama_quantize_of_our_f32_gives_our_file(tiny_gguf, tmp_path, type_name
 def test_every_file_type_is_the_committed_references_bytes(repo, tiny_gguf, type_name):
     """config/reference/qwen3-tiny.yaml, which the pipeline's verify stage holds a run to."""
     exact = yaml.safe_load((repo / "config" / "reference" / "qwen3-tiny.yaml").read_text())["exact"]
-    digest = hashlib.sha256(tiny_gguf(type_name).read_bytes()).hexdigest()
-    assert digest == exact[f"gguf/qwen3-tiny-{type_name}.gguf"]
+    assert sha256_file(tiny_gguf(type_name)) == exact[f"gguf/qwen3-tiny-{type_name}.gguf"]
 
 
 @pytest.mark.peers

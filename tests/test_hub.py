@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import assert_one_line_error, run_cli, run_snakemake
+from conftest import SHORT_CHECK, assert_one_line_error, run_cli, run_snakemake
 from hub_server import HubServer, Repo, serve_directory
 
 from qwen3repro.errors import UserError
@@ -161,7 +161,7 @@ def pipeline_config(path: Path, model: dict, hub: HubServer) -> Path:
         "convert": {"types": ["F32", "Q4_K_M"], "imatrix": {"types": []}},
         "bench": {"types": ["F32"]},
         "sweep": {"types": ["F32"]},
-        "check": {"max_tokens": 128, "greedy_tokens": 16},
+        "check": SHORT_CHECK,
         "perplexity": {
             "corpus": {
                 "source": "hub",
