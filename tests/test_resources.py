@@ -72,6 +72,30 @@ def test_usage_flags_jobs_over_their_declaration_and_big_jobs_asking_three_times
     assert any("slow (sweep) ran 3.0 min, over the 2" in line for line in found)
 
 
+def test_usage_takes_the_kernels_peak_from_the_log_where_the_sampled_one_missed_it(tmp_path):
+    write_job(tmp_path, "get_model", "short", (1, 5000, 10), 1600, 40)  # sampled: 3.1x, flagged
+    log = tmp_path / "logs" / "get_model" / "short.log"
+    log.write_text(log.read_text() + '2026-12-01 08:00:40,000 INFO peak {"self_mb": 3824.0, "children_mb": 12.0}\n')
+    table = usage_table(tmp_path)
+    assert table.loc[0, "max_rss_mb"] == 3824.0
+    assert problems(table) == []
+
+
+def test_a_rule_log_ends_with_the_jobs_peak_memory(tmp_path):
+    from types import SimpleNamespace
+
+    from qwen3repro.rulelog import rule_log
+    from qwen3repro.usage import peak_of
+
+    job = SimpleNamespace(
+        log=[str(tmp_path / "job.log")], rule="convert", threads=1, resources={"mem_mb": 1000, "runtime": 5}
+    )
+    with rule_log(job):
+        held = bytearray(64 * 2**20)  # 64 MiB resident
+        held[::4096] = b"x" * len(held[::4096])
+    assert peak_of(tmp_path / "job.log") >= 64
+
+
 def test_usage_needs_logs_that_record_what_was_declared(tmp_path):
     from qwen3repro.errors import UserError
 

@@ -154,6 +154,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
         multi_turn=args.multi_turn,
         max_new_tokens=args.max_new_tokens,
         show_probs=args.show_probs,
+        lookup=args.lookup,
     )
 
 
@@ -184,6 +185,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         on_token=None if args.json else show,
         observe=candidates,
         banned=generator.thinking_ban(args.thinking or not args.chat),
+        lookup=args.lookup,
     )
     probs = {"probs": candidates.steps} if candidates else {}
     if args.json:
@@ -322,6 +324,14 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=2048)
     p.add_argument("--n-ctx", type=int, default=4096, help="context (KV cache) length (default 4096)")
     p.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+    p.add_argument(
+        "--lookup",
+        type=int,
+        default=0,
+        metavar="K",
+        help="prompt-lookup decoding: draft up to K tokens from an earlier match of the context and check "
+        "them in one pass (same output, fewer passes where the answer repeats the prompt; default 0: off)",
+    )
 
 
 def _add_model_commands(sub) -> None:

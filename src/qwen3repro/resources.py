@@ -89,6 +89,42 @@ def gguf_mb(gguf: Path | str) -> int:
     return BASE_MB + (4 * n_weights_of_gguf(gguf) + Path(gguf).stat().st_size) // MiB
 
 
+def kv_and_logits_bytes(gguf: Path | str) -> tuple[int, int]:
+    """Bytes of the engine's float32 KV cache per position (a key and a value per layer and key-value
+    head) and of one position's logits (float32, with the sampler's float64 copy)."""
+    from qwen3repro.convert.reader import GGUFFile
+
+    with GGUFFile(gguf) as f:
+        field = f.fields.get
+        n_heads = field("qwen3.attention.head_count")
+        head_dim = field("qwen3.attention.key_length") or field("qwen3.embedding_length") // n_heads
+        vocab = f.tensors["token_embd.weight"].shape[0]
+        return 2 * 4 * field("qwen3.block_count") * field("qwen3.attention.head_count_kv") * head_dim, 12 * vocab
+
+
+def sweep_positions(settings: dict) -> int:
+    """The most positions one generation of the sweep fills: its longest prompt or whole
+    conversation (a token per character bounds it, with the chat template's markup per message)
+    and every turn's answer."""
+    longest = 0
+    for conv in settings.get("prompts", []) + settings.get("conversations", []):
+        messages = conv["messages"]
+        turns = sum(m["role"] == "user" for m in messages)
+        longest = max(
+            longest, sum(len(m["content"]) + 16 for m in messages) + turns * (settings["max_new_tokens"] + 16)
+        )
+    return min(settings.get("n_ctx", 2048), longest)
+
+
+def sweep_mb(gguf: Path | str, settings: dict) -> int:
+    """The engine's weights, and per lane (a generation in flight) a KV cache as long as the longest
+    generation and a row of logits."""
+    if not Path(gguf).exists():
+        return PLACEHOLDER_MB
+    kv, logits = kv_and_logits_bytes(gguf)
+    return gguf_mb(gguf) + settings.get("lanes", 1) * (sweep_positions(settings) * kv + logits) // MiB
+
+
 def samples_mb(gguf: Path | str, trained: bool) -> int:
     """The engine on the F32 file reads its weights in place (mapped); a trained model's untrained
     twin of the same size is built beside it."""

@@ -1,7 +1,9 @@
 """Declared versus measured: what each job of a run asked the scheduler for, beside what it used.
 
 Every rule's log opens with the threads, mem_mb and runtime the job was given (qwen3repro.rulelog)
-and Snakemake's benchmark file beside it holds the job's peak resident memory and wall time. A
+and ends with the kernel's count of its peak resident memory; Snakemake's benchmark file beside it
+holds the job's wall time and a sampled peak (which a short job can slip between). The larger of
+the two peaks is what the job used. A
 job over its declaration is killed by a scheduler (or swaps); a job asking for far more than it
 uses holds back the jobs queued behind it. Both are checked: no job over what it declared, and no
 job that used more than `big_mb` asking for more than `max_ratio` times what it used.
@@ -15,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from qwen3repro.errors import UserError
-from qwen3repro.rulelog import DECLARED
+from qwen3repro.rulelog import DECLARED, PEAK
 
 BIG_MB = 1024
 MAX_RATIO = 3.0
@@ -27,6 +29,17 @@ def declared_of(log: Path) -> dict | None:
         first = f.readline()
     at = first.find(DECLARED)
     return json.loads(first[at + len(DECLARED) :]) if at >= 0 else None
+
+
+def peak_of(log: Path) -> float:
+    """The largest peak (MiB) a job's log reports for itself or a child; NaN where it reports none."""
+    peaks = [float("nan")]
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            at = line.find(PEAK)
+            if at >= 0 and line[at:].startswith(PEAK + "{"):
+                peaks += json.loads(line[at + len(PEAK) :]).values()
+    return max(peaks, key=lambda v: -1 if v != v else v)
 
 
 def usage_table(results: Path | str) -> pd.DataFrame:
@@ -41,7 +54,8 @@ def usage_table(results: Path | str) -> pd.DataFrame:
         if declared is None:
             continue
         measured = pd.read_csv(bench, sep="\t").iloc[-1]
-        max_rss = float(measured["max_rss"]) if str(measured["max_rss"]) != "-" else float("nan")
+        sampled = float(measured["max_rss"]) if str(measured["max_rss"]) != "-" else float("nan")
+        max_rss = max(sampled, peak_of(log), key=lambda v: -1 if v != v else v)
         rows.append(
             {
                 "rule": declared.get("rule", bench.parent.name),

@@ -145,6 +145,10 @@ def traces_reference(wildcards):
     return f"results/sweep/{wildcards.model}/{first}-traces.json"
 
 
+def sweep_mem_mb(wildcards, input):
+    return resources.sweep_mb(input.gguf, config["sweep"])
+
+
 def sweep_runtime(wildcards, input):
     return resources.sweep_minutes(input.gguf, config["sweep"])
 

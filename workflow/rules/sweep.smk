@@ -17,7 +17,7 @@ rule sweep:
         "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
-        mem_mb=gguf_mem_mb,
+        mem_mb=sweep_mem_mb,
         runtime=sweep_runtime,
     params:
         settings=config["sweep"],

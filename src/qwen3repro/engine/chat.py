@@ -23,12 +23,14 @@ def run(
     multi_turn: bool = True,
     max_new_tokens: int = 2048,
     show_probs: int = 0,
+    lookup: int = 0,
     read: Callable[[], str | None] | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> list[dict]:
     """Chat until `read` returns None (end of input) or "/exit"; returns the conversation. With
-    show_probs N, every answer is followed by a line per token with its top-N candidates."""
+    show_probs N, every answer is followed by a line per token with its top-N candidates; lookup K
+    drafts up to K tokens from the conversation (prompt-lookup decoding)."""
     read = read or _read_line
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     while True:
@@ -52,6 +54,7 @@ def run(
             on_token=show,
             observe=candidates,
             banned=generator.thinking_ban(thinking),
+            lookup=lookup,
         )
         out.write("\n")
         for step in candidates.steps if candidates else ():

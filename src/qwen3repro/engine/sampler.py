@@ -94,7 +94,12 @@ class Filtered:
 def most_likely(values: np.ndarray, n: int) -> np.ndarray:
     """The indices of the n largest values, largest first: a partition, then a sort of only those."""
     ids = np.argpartition(-values, n - 1)[:n] if n < len(values) else np.arange(len(values))
-    return ids[np.argsort(-values[ids], kind="stable")]
+    keys = -values[ids]
+    order = np.argsort(keys)  # half the time of a stable sort over the whole vocabulary
+    ranked = keys[order]
+    if (ranked[1:] == ranked[:-1]).any():  # equal values (underflowed, banned): lower index first, as always
+        order = np.argsort(keys, kind="stable")
+    return ids[order]
 
 
 def observers(*observe: Observer | None) -> Observer | None:

@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qwen3repro.engine.batch import Job, run_jobs
+from qwen3repro.engine.generate import Request
 from qwen3repro.engine.sampler import PRESETS, observers
 from qwen3repro.fsutil import staged_file, write_text_atomic
 from qwen3repro.progress import progress_bar
@@ -29,35 +31,46 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class Runner:
-    """Runs cells on one GGUF file."""
+    """Runs cells on one GGUF file, as many generations at once as sweep.lanes (one: one at a time)."""
 
-    def __init__(self, gguf: Path | str, settings: dict):
+    def __init__(self, gguf: Path | str, settings: dict, lanes: int = 1):
         from qwen3repro.engine.generate import Generator
 
         self.settings = settings
         self.max_new_tokens = settings["max_new_tokens"]
         n_ctx = settings.get("n_ctx", 2048)
-        self.generator = Generator.from_gguf(gguf, n_ctx=n_ctx)
+        self.generator = Generator.from_gguf(gguf, n_ctx=n_ctx, lanes=lanes)
         vocab = self.generator.tokenizer.vocab
         self.think_open, self.think_close = vocab.get(THINK_OPEN), vocab.get(THINK_CLOSE)
 
-    def generate(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None, forced=None):
-        """One generation of a cell; `observe` (a sampler observer) also sees every step; `forced`
-        tokens replace the draws."""
+    def request(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None, forced=None):
+        """The prompt, the request and the statistics collector of one generation of a cell; `observe`
+        (a sampler observer) also sees every step; `forced` tokens replace the draws. Every
+        single-turn run starts from an empty cache (fresh), so that timings compare."""
         g = self.generator
-        if fresh:
-            g.cached = []  # every single-turn run starts from an empty cache, so timings compare
         prompt = g.chat_prompt(messages, thinking=cell["thinking"])
         stats = StepStats()
-        result = g.generate(
+        request = Request(
             prompt,
             replace(cell["params"], seed=seed),
             self.max_new_tokens,
             observe=observers(stats, observe),
             banned=g.thinking_ban(cell["thinking"]),
             forced=forced,
+            fresh=fresh,
         )
-        return prompt, result, stats
+        return prompt, request, stats
+
+    def generate(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None, forced=None):
+        """One generation of a cell on its own (lane 0): (prompt, result, statistics)."""
+        prompt, request, stats = self.request(messages, cell, seed, fresh, observe, forced)
+        return prompt, self.generator.run(request), stats
+
+    def conversation(self, conv: dict, cell: dict, seed: int) -> tuple[list[dict], list[dict]]:
+        """One conversation of a multi-turn cell on its own: (rows, generations)."""
+        out: list = []
+        run_jobs(self.generator, [self.conversation_job(conv, cell, seed, out)])
+        return [row for row, _ in out], [generation for _, generation in out]
 
     def trace(
         self, messages: list[dict], preset_name: str, thinking: bool, seed: int, top: int, observe=None, forced=None
@@ -109,41 +122,47 @@ class Runner:
             "decode_tokens_per_s": result.decode_tokens_per_s,
         }
 
-    def conversation(self, conv: dict, cell: dict, seed: int) -> tuple[list[dict], list[dict]]:
+    # ------------------------------------------------------------------ jobs (engine/batch.py)
+    def prompt_job(self, p: dict, cell: dict, seed: int, out: list) -> Job:
+        """One prompt of a single-turn cell: its row and generation go to `out`."""
+        prompt, request, stats = self.request(p["messages"], cell, seed)
+        result = yield request
+        row = self.row(cell, p["name"], seed, prompt, result, stats)
+        out.append((row, {**_generation(row, result), "messages": p["messages"]}))
+
+    def conversation_job(self, conv: dict, cell: dict, seed: int, out: list) -> Job:
         """Play the user turns in order. Multi-turn on: the history (with the model's own answers
-        where the script has none) is kept and the cache reused; then every turn's prompt is
+        where the script has none) is kept and the lane's cache reused; then every turn's prompt is
         prefilled again from an empty cache, the time without reuse. Off: each turn on its own."""
-        g = self.generator
         system = [m for m in conv["messages"][:1] if m["role"] == "system"]
         history: list[dict] = []
-        rows, generations = [], []
         prompts = []
-        g.cached = []
         messages = conv["messages"]
         for i, m in enumerate(messages):
             if m["role"] != "user":
                 history.append(m)
                 continue
             turn_messages = history + [m] if cell["multi_turn"] else system + [m]
-            prompt, result, stats = self.generate(turn_messages, cell, seed, fresh=not cell["multi_turn"])
+            fresh = not cell["multi_turn"] or not prompts
+            prompt, request, stats = self.request(turn_messages, cell, seed, fresh=fresh)
+            result = yield request
             row = self.row(cell, conv["name"], seed, prompt, result, stats, turn=len(prompts))
             prompts.append(prompt)
-            rows.append(row)
-            generations.append({**_generation(row, result), "messages": turn_messages})
+            out.append((row, {**_generation(row, result), "messages": turn_messages}))
             history.append(m)
             if i + 1 == len(messages) or messages[i + 1]["role"] != "assistant":
                 history.append({"role": "assistant", "content": result.text})
         if cell["multi_turn"]:
-            for row, prompt in zip(rows, prompts):
-                row["ttft_full_prefill_s"] = self.full_prefill_seconds(prompt, cell, seed)
-        return rows, generations
-
-    def full_prefill_seconds(self, prompt: list[int], cell: dict, seed: int) -> float:
-        """Time to the first token when nothing is cached, sampled as in the run it is compared with."""
-        g = self.generator
-        g.cached = []
-        result = g.generate(prompt, replace(cell["params"], seed=seed), 1, banned=g.thinking_ban(cell["thinking"]))
-        return result.ttft_s
+            for (row, _), prompt in zip(out, prompts):
+                # time to the first token when nothing is cached, sampled as in the run it is compared with
+                once = Request(
+                    prompt,
+                    replace(cell["params"], seed=seed),
+                    1,
+                    banned=self.generator.thinking_ban(cell["thinking"]),
+                    fresh=True,
+                )
+                row["ttft_full_prefill_s"] = (yield once).ttft_s
 
 
 def _generation(row: dict, result) -> dict:
@@ -154,25 +173,25 @@ def _generation(row: dict, result) -> dict:
     }
 
 
-def run_sweep(gguf: Path | str, settings: dict) -> tuple[list[dict], list[dict]]:
-    """(rows, generations) for every cell, prompt and seed on one file."""
+def run_sweep(gguf: Path | str, settings: dict, lanes: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(rows, generations) for every cell, prompt and seed on one file, in the grid's order; `lanes`
+    (default sweep.lanes) generations run at once, and one lane runs them one at a time."""
     all_cells = check_settings(settings)
-    runner = Runner(gguf, settings)
-    rows, generations = [], []
-    jobs = [(cell, seed) for cell in all_cells for seed in settings["seeds"]]
-    for cell, seed in progress_bar(jobs, f"{Path(gguf).stem}: sweep cells"):
-        if cell["multi_turn"] is None:
-            for p in settings["prompts"]:
-                prompt, result, stats = runner.generate(p["messages"], cell, seed)
-                row = runner.row(cell, p["name"], seed, prompt, result, stats)
-                rows.append(row)
-                generations.append({**_generation(row, result), "messages": p["messages"]})
-        else:
-            for conv in settings["conversations"]:
-                conv_rows, conv_generations = runner.conversation(conv, cell, seed)
-                rows += conv_rows
-                generations += conv_generations
-    return rows, generations
+    runner = Runner(gguf, settings, lanes=lanes or settings.get("lanes", 1))
+    outputs, jobs = [], []
+    for cell in all_cells:
+        for seed in settings["seeds"]:
+            if cell["multi_turn"] is None:
+                for p in settings["prompts"]:
+                    outputs.append([])
+                    jobs.append(runner.prompt_job(p, cell, seed, outputs[-1]))
+            else:
+                for conv in settings["conversations"]:
+                    outputs.append([])
+                    jobs.append(runner.conversation_job(conv, cell, seed, outputs[-1]))
+    run_jobs(runner.generator, progress_bar(jobs, f"{Path(gguf).stem}: sweep generations", total=len(jobs)))
+    pairs = [pair for out in outputs for pair in out]
+    return [row for row, _ in pairs], [generation for _, generation in pairs]
 
 
 def run_traces(gguf: Path | str, settings: dict, along: dict | None = None) -> list[dict]:

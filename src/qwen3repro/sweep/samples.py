@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 from qwen3repro.convert.converter import convert
-from qwen3repro.engine.generate import Generator
+from qwen3repro.engine.batch import generate_all
+from qwen3repro.engine.generate import Generator, Request
 from qwen3repro.engine.sampler import PRESETS, SamplingParams
 from qwen3repro.fsutil import write_text_atomic
 from qwen3repro.model import synthetic
@@ -27,24 +28,23 @@ DEFAULTS = {
 
 
 def continuations(gguf: Path, settings: dict) -> list[dict]:
-    generator = Generator.from_gguf(gguf, n_ctx=1024)
+    """Every prompt greedy and sampled, all generated together (engine/batch.py)."""
     sampled = SamplingParams(**settings["sampling"])
-    out = []
-    for prompt in settings["prompts"]:
-        ids = generator.tokenizer.encode(prompt)
-        for kind, params in (("greedy", PRESETS["greedy"]), ("sampled", sampled)):
-            result = generator.generate(ids, params, max_new_tokens=settings["max_new_tokens"])
-            out.append(
-                {
-                    "prompt": prompt,
-                    "kind": kind,
-                    "params": params.as_dict(),
-                    "text": result.text,
-                    "tokens": result.tokens,
-                    "stop_reason": result.stop_reason,
-                }
-            )
-    return out
+    kinds = (("greedy", PRESETS["greedy"]), ("sampled", sampled))
+    generator = Generator.from_gguf(gguf, n_ctx=1024, lanes=len(settings["prompts"]) * len(kinds))
+    runs = [(prompt, kind, params) for prompt in settings["prompts"] for kind, params in kinds]
+    requests = [Request(generator.tokenizer.encode(p), params, settings["max_new_tokens"]) for p, _, params in runs]
+    return [
+        {
+            "prompt": prompt,
+            "kind": kind,
+            "params": params.as_dict(),
+            "text": result.text,
+            "tokens": result.tokens,
+            "stop_reason": result.stop_reason,
+        }
+        for (prompt, kind, params), result in zip(runs, generate_all(generator, requests))
+    ]
 
 
 def untrained_twin(manifest: dict, work_dir: Path) -> Path:
