@@ -7,8 +7,8 @@ finishes takes the next waiting job at once, without waiting for the others.
 
 A job is a Python generator that yields Requests and receives each one's Result: a single prompt
 is a job of one request, a conversation a job of several, each turn on the lane's cache from the
-last. A sequence's tokens are the ones it gets generated alone (the draws are its own, from its own
-seeded sampler): only the rounding of the matrix products differs, a block of rows against one row.
+last. A sequence gets bitwise the logits it gets alone (Qwen3.decode), and its draws come from its
+own seeded sampler: its tokens are the ones it gets generated alone.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The Qwen3 model the engine runs: weights from a GGUF file, a KV cache, and the fast forward pass.
+"""The Qwen3 model the engine runs: weights from a GGUF file, KV caches, and the fast forward pass.
 
 `forward_reference` is modeling.forward, the textbook pass; `forward` is the same arithmetic
-arranged for speed, and the tests hold the two equal.
+arranged for speed, and the tests hold the two equal. `decode` advances several sequences (lanes,
+each with its own cache) by a token in one pass, each bitwise as `forward` would alone.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _workers(n: int) -> ThreadPoolExecutor:
 
 
 class Qwen3:
-    """A Qwen3 model from a GGUF file, with a preallocated KV cache of `n_ctx` positions."""
+    """A Qwen3 model from a GGUF file, with `lanes` preallocated KV caches of `n_ctx` positions."""
 
     def __init__(self, path: Path | str, n_ctx: int = 4096, lanes: int = 1):
         self.file = GGUFFile(path)
