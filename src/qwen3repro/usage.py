@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from qwen3repro.errors import UserError
@@ -33,13 +34,13 @@ def declared_of(log: Path) -> dict | None:
 
 def peak_of(log: Path) -> float:
     """The largest peak (MiB) a job's log reports for itself or a child; NaN where it reports none."""
-    peaks = [float("nan")]
+    peaks = []
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
             at = line.find(PEAK)
             if at >= 0 and line[at:].startswith(PEAK + "{"):
                 peaks += json.loads(line[at + len(PEAK) :]).values()
-    return max(peaks, key=lambda v: -1 if v != v else v)
+    return max(peaks, default=float("nan"))
 
 
 def usage_table(results: Path | str) -> pd.DataFrame:
@@ -55,7 +56,7 @@ def usage_table(results: Path | str) -> pd.DataFrame:
             continue
         measured = pd.read_csv(bench, sep="\t").iloc[-1]
         sampled = float(measured["max_rss"]) if str(measured["max_rss"]) != "-" else float("nan")
-        max_rss = max(sampled, peak_of(log), key=lambda v: -1 if v != v else v)
+        max_rss = float(np.fmax(sampled, peak_of(log)))  # the one that is not NaN, or the larger
         rows.append(
             {
                 "rule": declared.get("rule", bench.parent.name),

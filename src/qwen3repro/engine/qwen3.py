@@ -63,8 +63,9 @@ def rows_times_transposed(x: np.ndarray, w: np.ndarray) -> np.ndarray:
                 lib.set_num_threads(threads)
     elif n_slices:
         product(0, n_slices)
-    for b in range(n_rows if whole < w.shape[0] else 0):
-        out[b, whole:] = x[b : b + 1] @ w[whole:].T
+    if whole < w.shape[0]:  # the rows of w after the last whole slice
+        for b in range(n_rows):
+            out[b, whole:] = x[b : b + 1] @ w[whole:].T
     return out
 
 
