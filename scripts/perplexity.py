@@ -15,4 +15,5 @@ with rule_log(snakemake):
         model=snakemake.wildcards.model,
         file_type=snakemake.wildcards.type,
         threads=snakemake.threads,
+        low_memory=snakemake.params.low_memory,
     )

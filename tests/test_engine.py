@@ -91,6 +91,19 @@ def test_kv_cache_decode_equals_full_recompute(tiny_f32):
     assert np.abs(np.concatenate(pieces) - full).max() <= 1e-5
 
 
+def test_a_prefill_on_two_threads_is_bitwise_the_one_thread_prefill(tiny_f32):
+    """Attention's heads and SwiGLU's rows go to threads side by side: a split, never a sum, so the
+    logits are the same to the bit (a threaded BLAS product splits its output alike)."""
+    from threadpoolctl import threadpool_limits
+
+    tokens = prompt(150, seed=5)
+    with threadpool_limits(1):
+        one = Qwen3(tiny_f32, n_ctx=256).forward(tokens)
+    with threadpool_limits(2):
+        two = Qwen3(tiny_f32, n_ctx=256).forward(tokens)
+    assert np.array_equal(one, two)
+
+
 def test_f32_weights_are_views_of_the_file(tiny_f32):
     model = Qwen3(tiny_f32, n_ctx=16)
     w = model.weights

@@ -106,6 +106,8 @@ def test_a_quantized_file_has_positive_kld_and_its_own_perplexity(tiny_model, ti
     assert 0 < k["kld_min"] <= k["kld_median"] <= k["kld_p99"] <= k["kld_max"]
     assert k["ppl"] == pytest.approx(result["perplexity"]["ppl"])  # the same NLLs feed both
     assert k["ppl_base"] != k["ppl"]
+    # low-memory mode (weights streamed a layer at a time, both files) gives the same figures exactly
+    assert perplexity_and_kld(q4, tiny_f32, long_text(), n_ctx=64, max_chunks=3, low_memory=True) == result
 
 
 def test_missing_base_file_and_short_corpus_are_one_line_errors(tiny_f32, tmp_path):
@@ -134,6 +136,7 @@ def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_inp
         "64",
         "--chunks",
         "2",
+        "--low-memory",
         "--json",
         str(tmp_path / "out.json"),
     )

@@ -46,6 +46,22 @@ def test_a_file_not_written_yet_gets_a_placeholder_as_in_a_dry_run(tmp_path):
     assert resources.check_minutes(missing, "Q8_0", check, 1) == resources.minutes(0)
 
 
+def test_a_perplexity_job_over_the_memory_budget_streams_its_weights_and_asks_for_less(tiny_f32):
+    settings = {"n_ctx": 512, "runtimes": ["numpy"]}
+    resident = resources.perplexity_mb(tiny_f32, tiny_f32, 512)
+    streamed = resources.perplexity_mb(tiny_f32, tiny_f32, 512, low_memory=True, llama_cpp=False)
+    assert streamed < resident
+    assert not resources.perplexity_low_memory(tiny_f32, tiny_f32, settings, budget_mb=resident)
+    assert resources.perplexity_low_memory(tiny_f32, tiny_f32, settings, budget_mb=resident - 1)
+    assert not resources.perplexity_low_memory(tiny_f32, tiny_f32, settings, budget_mb=None)  # this machine's
+    # llama.cpp maps the file beside the engine's streamed layers
+    with_llama = resources.perplexity_mb(tiny_f32, tiny_f32, 512, low_memory=True, llama_cpp=True)
+    assert with_llama >= streamed and with_llama >= tiny_f32.stat().st_size // resources.MiB
+    assert resources.perplexity_minutes(tiny_f32, tiny_f32, {**settings, "chunks": 4}, 1, low_memory=True) >= (
+        resources.perplexity_minutes(tiny_f32, tiny_f32, {**settings, "chunks": 4}, 1)
+    )
+
+
 def write_job(results, rule, job, declared, max_rss, seconds):
     (results / "logs" / rule).mkdir(parents=True, exist_ok=True)
     (results / "benchmarks" / rule).mkdir(parents=True, exist_ok=True)

@@ -290,7 +290,14 @@ def cmd_perplexity(args: argparse.Namespace) -> None:
         raise UserError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     runtimes = ("numpy", "llama.cpp") if args.llama_cpp else ("numpy",)
     result = perplexity_and_kld(
-        args.model, args.base or args.model, text, args.ctx_size, args.chunks, runtimes, args.threads or 1
+        args.model,
+        args.base or args.model,
+        text,
+        args.ctx_size,
+        args.chunks,
+        runtimes,
+        args.threads or 1,
+        args.low_memory,
     )
     for name, r in (("NumPy engine", result), ("llama.cpp", result.get("llama_cpp"))):
         if r is None:
@@ -465,6 +472,11 @@ def _add_measure_commands(sub) -> None:
         help="also llama.cpp's figures on the same chunks (its kernels' loss, as llama-perplexity prints it)",
     )
     p.add_argument("--threads", type=int, help="llama.cpp threads (default 1)")
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="keep the weights in the file, each layer dequantized as a pass reaches it (the same figures)",
+    )
     p.add_argument("--json", help="also write everything here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_perplexity)

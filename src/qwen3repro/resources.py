@@ -155,17 +155,56 @@ def check_mb(gguf: Path | str, max_tokens: int) -> int:
     return BASE_MB + (8 * sum(sizes) + 8 * max(sizes)) // MiB + logits_mb(max_tokens, vocab, copies=4)
 
 
-def perplexity_mb(gguf: Path | str, base: Path | str, n_ctx: int = 512) -> int:
+def perplexity_mb(
+    gguf: Path | str, base: Path | str, n_ctx: int = 512, low_memory: bool = False, llama_cpp: bool = True
+) -> int:
     """The engine on the file (dequantized to float32) and on the F32 base (read in place), then
     llama.cpp on the two; a chunk's logits in float32, four copies' worth for one file, eight against
     a base: both files' logits, their float64 log-probabilities and a float64 temporary (the kernel's
-    peak on the default model: 1.6 GB for F32 alone, 2.7 GB for a quantized file, 1 GB of it Python)."""
+    peak on the default model: 1.6 GB for F32 alone, 2.7 GB for a quantized file, 1 GB of it Python).
+    In low-memory mode the engine holds a layer at a time (the two files' in turn) instead of the
+    weights; llama.cpp, if it runs after it, maps the files (their size)."""
     shapes = gguf_shapes(base)
     if not shapes or not Path(gguf).exists():
         return PLACEHOLDER_MB
     copies = 1 if Path(gguf).resolve() == Path(base).resolve() else 2
     n, vocab = sum(n_elements(shapes)), max(shapes["token_embd.weight"])
-    return BASE_MB + copies * 4 * n // MiB + logits_mb(n_ctx, vocab, copies=4 * copies)
+    logits = logits_mb(n_ctx, vocab, copies=4 * copies)
+    if low_memory:
+        mapped = sum({Path(p).resolve(): Path(p).stat().st_size for p in (gguf, base)}.values()) if llama_cpp else 0
+        return BASE_MB + max(streamed_mb(shapes, n_ctx), mapped // MiB) + logits
+    return BASE_MB + copies * 4 * n // MiB + logits
+
+
+def layer_bytes(shapes: dict[str, tuple[int, ...]]) -> int:
+    """One decoder layer's weights in float32, the largest layer's."""
+    per_layer: dict[str, int] = {}
+    for name, shape in shapes.items():
+        if name.startswith("blk."):
+            block = name.split(".")[1]
+            per_layer[block] = per_layer.get(block, 0) + 4 * int(np.prod(shape))
+    return max(per_layer.values(), default=0)
+
+
+def streamed_mb(shapes: dict[str, tuple[int, ...]], n_ctx: int) -> int:
+    """The engine in low-memory mode on n_ctx tokens: a layer in float32 and its dequantization's
+    working arrays, the activations (the widest, the gate and up products, twice over) and one
+    head's worth of attention scores per query head."""
+    width = shapes.get("blk.0.ffn_gate.weight", (0,))[0]
+    heads = shapes.get("blk.0.attn_q.weight", (0,))[0] // shapes.get("blk.0.attn_q_norm.weight", (1,))[0]
+    return (2 * layer_bytes(shapes) + 4 * n_ctx * (4 * width + heads * n_ctx)) // MiB
+
+
+def perplexity_low_memory(gguf: Path | str, base: Path | str, settings: dict, budget_mb: int | None) -> bool:
+    """Whether a perplexity job runs the engine in low-memory mode: when its weights held in
+    float32 would not fit the budget (cluster.mem_mb; this machine's memory if None)."""
+    return perplexity_mb(gguf, base, settings["n_ctx"]) > (budget_mb or machine_mb())
+
+
+def machine_mb() -> int:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB
 
 
 # --- time limits ---------------------------------------------------------------------------------
@@ -263,12 +302,16 @@ def corpus_tokens(corpus: Path | str) -> int:
     return Path(corpus).stat().st_size // 2 if Path(corpus).exists() else 0
 
 
-def perplexity_minutes(gguf: Path | str, corpus: Path | str, settings: dict, threads: int) -> int:
-    """Each runtime scores every chunk with the file and with the F32 base."""
+def perplexity_minutes(
+    gguf: Path | str, corpus: Path | str, settings: dict, threads: int, low_memory: bool = False
+) -> int:
+    """Each runtime scores every chunk with the file and with the F32 base; in low-memory mode the
+    engine reads and dequantizes the weights again for every chunk."""
     n = n_weights_of_gguf(gguf)
     chunks = settings["chunks"] or max(1, corpus_tokens(corpus) // settings["n_ctx"])
     passes = 2 * len(settings["runtimes"])
-    return minutes(passes * (load_seconds(n) + prefill_seconds(n, chunks * settings["n_ctx"], threads)))
+    loads = passes + (2 * (chunks - 1) if low_memory else 0)
+    return minutes(loads * load_seconds(n) + passes * prefill_seconds(n, chunks * settings["n_ctx"], threads))
 
 
 def bench_seconds(n_weights: int, settings: dict, threads: int) -> float:

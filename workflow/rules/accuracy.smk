@@ -84,6 +84,7 @@ rule perplexity:
         runtime=perplexity_runtime,
     params:
         settings=config["perplexity"],
+        low_memory=perplexity_low_memory,
     script:
         "../../scripts/perplexity.py"
 

@@ -129,12 +129,25 @@ def check_runtime(wildcards, input, threads):
     return resources.check_minutes(input.gguf, wildcards.type, config["check"], threads)
 
 
+def perplexity_low_memory(wildcards, input):
+    """Low-memory mode where the weights in float32 would not fit a job (cluster.mem_mb)."""
+    return resources.perplexity_low_memory(input.gguf, input.base, config["perplexity"], config["cluster"]["mem_mb"])
+
+
 def perplexity_mem_mb(wildcards, input):
-    return resources.perplexity_mb(input.gguf, input.base, config["perplexity"]["n_ctx"])
+    settings = config["perplexity"]
+    return resources.perplexity_mb(
+        input.gguf,
+        input.base,
+        settings["n_ctx"],
+        perplexity_low_memory(wildcards, input),
+        "llama.cpp" in settings["runtimes"],
+    )
 
 
 def perplexity_runtime(wildcards, input, threads):
-    return resources.perplexity_minutes(input.gguf, input.corpus, config["perplexity"], threads)
+    low_memory = perplexity_low_memory(wildcards, input)
+    return resources.perplexity_minutes(input.gguf, input.corpus, config["perplexity"], threads, low_memory)
 
 
 def traces_reference(wildcards):

@@ -165,18 +165,21 @@ def perplexity_and_kld(
     max_chunks: int | None = None,
     runtimes: tuple[str, ...] = ("numpy",),
     threads: int = 1,
+    low_memory: bool = False,
 ) -> dict:
     """PPL of `text` on `gguf` and KL-divergence against `base_gguf` on the same chunks: the NumPy
-    engine's (`perplexity`, `kld`) and, with "llama.cpp" in `runtimes`, llama.cpp's (`llama_cpp`)."""
+    engine's (`perplexity`, `kld`) and, with "llama.cpp" in `runtimes`, llama.cpp's (`llama_cpp`).
+    `low_memory` streams both files' weights a layer at a time (engine/weights.py): the same figures."""
     from qwen3repro.engine.qwen3 import Qwen3
     from qwen3repro.engine.tokenizer import Tokenizer
 
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown or "numpy" not in runtimes:
         raise UserError(f"perplexity runtimes: {list(runtimes)}; numpy and optionally llama.cpp")
-    model = Qwen3(gguf, n_ctx=n_ctx)
+    model = Qwen3(gguf, n_ctx=n_ctx, low_memory=low_memory)
     same_file = Path(gguf).resolve() == Path(base_gguf).resolve()
-    base = model if same_file else Qwen3(base_gguf, n_ctx=n_ctx)
+    base = model if same_file else Qwen3(base_gguf, n_ctx=n_ctx, low_memory=low_memory)
+    log.info("engine weights: %s", "streamed from the files a layer at a time" if low_memory else "held in float32")
     tokens = np.array(Tokenizer.from_gguf(model.file).encode(text, parse_special=False), dtype=np.int64)
     if base.config.vocab_size != model.config.vocab_size:
         raise UserError(
@@ -221,11 +224,15 @@ def write_perplexity(
     model: str,
     file_type: str,
     threads: int = 1,
+    low_memory: bool = False,
 ) -> dict:
     text = Path(corpus).read_text("utf-8")
     runtimes = tuple(settings.get("runtimes", ["numpy"]))
-    result = perplexity_and_kld(gguf, base_gguf, text, settings["n_ctx"], settings["chunks"], runtimes, threads)
+    result = perplexity_and_kld(
+        gguf, base_gguf, text, settings["n_ctx"], settings["chunks"], runtimes, threads, low_memory
+    )
     result = {"model": model, "type": file_type, "gguf": str(gguf), "base": str(base_gguf), **result}
+    result["low_memory"] = low_memory
     for name, r in (("numpy", result), ("llama.cpp", result.get("llama_cpp"))):
         if r is not None:
             p = r["perplexity"]

@@ -2,7 +2,9 @@
 
 `forward_reference` is modeling.forward, the textbook pass; `forward` is the same arithmetic
 arranged for speed, and the tests hold the two equal. `decode` advances several sequences (lanes,
-each with its own cache) by a token in one pass, each bitwise as `forward` would alone.
+each with its own cache) by a token in one pass, each bitwise as `forward` would alone. With
+`low_memory` the weights stay in the file and each layer is dequantized as the pass reaches it
+(weights.py): the same logits, bitwise, in about one layer's float32 memory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from qwen3repro.engine.weights import load_weights
 from qwen3repro.errors import UserError
 
 F32 = np.float32
+QUERY_BLOCK = 64  # a prefill's queries per block of attention
 
 
 def times_transposed(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -50,23 +53,32 @@ def rows_times_transposed(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         part = np.matmul(x[None, :, None, :], slices[first:last])  # [last - first, B, 1, rows]
         out[:, first * rows : last * rows] = part[:, :, 0, :].transpose(1, 0, 2).reshape(n_rows, -1)
 
-    blas = _blas_libraries()
-    threads = min((lib.get_num_threads() for lib in blas), default=1)
-    if threads > 1 and n_slices >= 2 * threads:
-        bounds = np.linspace(0, n_slices, threads + 1).astype(int)
-        for lib in blas:
-            lib.set_num_threads(1)
-        try:
-            list(_workers(threads).map(product, bounds[:-1], bounds[1:]))
-        finally:
-            for lib in blas:
-                lib.set_num_threads(threads)
-    elif n_slices:
-        product(0, n_slices)
+    if n_slices:
+        split_among_threads(product, n_slices, min_each=2)
     if whole < w.shape[0]:  # the rows of w after the last whole slice
         for b in range(n_rows):
             out[b, whole:] = x[b : b + 1] @ w[whole:].T
     return out
+
+
+def split_among_threads(work, n: int, min_each: int = 1) -> None:
+    """work(first, last) over 0..n split into as many contiguous parts as BLAS may use threads,
+    run side by side with BLAS held to one thread each (NumPy releases the GIL in its loops).
+    Each part computes what it would in one call, bitwise: only rows or heads are split, never
+    a sum. One call where there is one thread or fewer than `min_each` items a thread."""
+    blas = _blas_libraries()
+    threads = min((lib.get_num_threads() for lib in blas), default=1)
+    if threads < 2 or n < threads * min_each:
+        work(0, n)
+        return
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    for lib in blas:
+        lib.set_num_threads(1)
+    try:
+        list(_workers(threads).map(work, bounds[:-1], bounds[1:]))
+    finally:
+        for lib in blas:
+            lib.set_num_threads(threads)
 
 
 @functools.cache
@@ -78,15 +90,51 @@ def _blas_libraries() -> list:
 
 @functools.cache
 def _workers(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="qwen3-rows")
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="qwen3-engine")
+
+
+def norm_and_rope(qk: np.ndarray, qk_norm: np.ndarray, eps: float, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """q_norm and k_norm ([heads + kv_heads, head_dim] together), then RoPE, on qk [n, heads + kv_heads, head_dim]."""
+    return apply_rope(rms_norm(qk, qk_norm, eps), cos, sin)
+
+
+def rowwise(fn, x: np.ndarray, weight: np.ndarray, eps: float, *per_row: np.ndarray) -> np.ndarray:
+    """fn(x, weight, eps, *per_row) computed a block of rows per thread for a prefill's many rows:
+    the norms and RoPE work along each row alone, so the split leaves every value as it was."""
+    out = np.empty(x.shape, F32)
+
+    def rows(first: int, last: int) -> None:
+        out[first:last] = fn(x[first:last], weight, eps, *(a[first:last] for a in per_row))
+
+    split_among_threads(rows, len(x), min_each=16)
+    return out
+
+
+def swiglu(gate_up: np.ndarray, ffn: int) -> np.ndarray:
+    """silu(gate) * up for gate_up [n, 2 ffn] (gate, then up): [n, ffn], in one buffer and, for a
+    prefill's many rows, on every thread."""
+    out = np.empty((len(gate_up), ffn), F32)
+
+    def rows(first: int, last: int) -> None:
+        gate, act = gate_up[first:last, :ffn], out[first:last]
+        np.negative(gate, out=act)
+        np.exp(act, out=act)
+        act += F32(1)
+        np.divide(gate, act, out=act)
+        act *= gate_up[first:last, ffn:]
+
+    split_among_threads(rows, len(gate_up), min_each=16)
+    return out
 
 
 class Qwen3:
-    """A Qwen3 model from a GGUF file, with `lanes` preallocated KV caches of `n_ctx` positions."""
+    """A Qwen3 model from a GGUF file, with `lanes` preallocated KV caches of `n_ctx` positions;
+    `low_memory` streams the weights from the file instead of holding them (see weights.py)."""
 
-    def __init__(self, path: Path | str, n_ctx: int = 4096, lanes: int = 1):
+    def __init__(self, path: Path | str, n_ctx: int = 4096, lanes: int = 1, low_memory: bool = False):
         self.file = GGUFFile(path)
-        self.weights = w = load_weights(self.file)
+        self.low_memory = low_memory
+        self.weights = w = load_weights(self.file, low_memory)
         self.config = c = w.config
         if n_ctx < 1:
             raise UserError(f"n_ctx must be at least 1, not {n_ctx}")
@@ -99,13 +147,6 @@ class Qwen3:
         self.k_caches = [np.zeros(kv_shape, F32) for _ in range(lanes)]
         self.v_caches = [np.zeros(kv_shape, F32) for _ in range(lanes)]
         self.rope_cos, self.rope_sin = rope_cos_sin(np.arange(self.n_ctx), c.head_dim, c.rope_theta)
-        # q_norm for every query head and k_norm for every key head, so one rms_norm covers both
-        self.qk_norms = [
-            np.concatenate(
-                [np.tile(layer.q_norm, (c.num_attention_heads, 1)), np.tile(layer.k_norm, (c.num_key_value_heads, 1))]
-            )
-            for layer in w.layers
-        ]
 
     @property
     def lanes(self) -> int:
@@ -131,6 +172,8 @@ class Qwen3:
 
     def forward_reference(self, tokens, start: int = 0) -> np.ndarray:
         """Logits [len(tokens), vocab] for tokens at positions start.., given the cache holds 0..start-1."""
+        if self.low_memory:
+            raise UserError("the textbook pass holds every weight: open the model without low_memory")
         return modeling.forward(self.weights, self.k_cache, self.v_cache, self._check(tokens, start), start)
 
     def forward(
@@ -154,7 +197,7 @@ class Qwen3:
         cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]
         x = self._layers(tokens, cos, sin, attend, times_transposed, observe)
         x = x[-1:] if last_only else x[logits_from:]
-        return rms_norm(x, self.weights.norm, self.config.rms_norm_eps) @ self.weights.lm_head.T
+        return self._logits(rms_norm(x, self.weights.norm, self.config.rms_norm_eps), times_transposed)
 
     def decode(self, tokens, lanes, positions) -> np.ndarray:
         """One new token for each of several sequences: token b goes to lane lanes[b] at position
@@ -177,7 +220,7 @@ class Qwen3:
 
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         x = self._layers(tokens, cos, sin, attend, rows_times_transposed, None)
-        return rows_times_transposed(rms_norm(x, self.weights.norm, self.config.rms_norm_eps), self.weights.lm_head)
+        return self._logits(rms_norm(x, self.weights.norm, self.config.rms_norm_eps), rows_times_transposed)
 
     # ------------------------------------------------------------------ the pass, in two parts
     def _layers(self, tokens: np.ndarray, cos: np.ndarray, sin: np.ndarray, attend, product, observe) -> np.ndarray:
@@ -191,27 +234,35 @@ class Qwen3:
         q_dim, kv_dim, ffn = n_heads * hd, n_kv * hd, c.intermediate_size
 
         x = w.embed_tokens[tokens]  # [n, hidden]
-        for i, layer in enumerate(w.layers):
-            h = rms_norm(x, layer.input_layernorm, eps)
+        for i, layer in enumerate(w.layers):  # low_memory: each layer read from the file here
+            # q_norm for every query head and k_norm for every key head, so one rms_norm covers both
+            qk_norm = np.concatenate([np.tile(layer.q_norm, (n_heads, 1)), np.tile(layer.k_norm, (n_kv, 1))])
+            h = rowwise(rms_norm, x, layer.input_layernorm, eps)
             seen(i, "attn_qkv", h)
             qkv = product(h, layer.qkv_proj)  # [n, q_dim + 2 kv_dim]
             qk = qkv[:, : q_dim + kv_dim].reshape(n, n_heads + n_kv, hd)
-            qk = apply_rope(rms_norm(qk, self.qk_norms[i], eps), cos, sin)  # q_norm, k_norm, then RoPE
+            qk = rowwise(norm_and_rope, qk, qk_norm, eps, cos, sin)  # q_norm, k_norm, then RoPE
             attn = attend(i, qk, qkv[:, q_dim + kv_dim :].reshape(n, n_kv, hd))  # [n, q_dim]
             seen(i, "attn_output", attn)
             x += product(attn, layer.o_proj)
-            h = rms_norm(x, layer.post_attention_layernorm, eps)
+            h = rowwise(rms_norm, x, layer.post_attention_layernorm, eps)
             seen(i, "ffn_gate_up", h)
-            gate_up = product(h, layer.gate_up_proj)  # [n, 2 intermediate]
-            gate = gate_up[:, :ffn]
-            act = np.negative(gate)  # silu(gate) * up, in one buffer
-            np.exp(act, out=act)
-            act += F32(1)
-            np.divide(gate, act, out=act)
-            act *= gate_up[:, ffn:]
+            act = swiglu(product(h, layer.gate_up_proj), ffn)  # [n, 2 intermediate] -> [n, intermediate]
             seen(i, "ffn_down", act)
             x += product(act, layer.down_proj)
+            del layer  # low_memory: this layer's float32 copy goes before the next one is read
         return x
+
+    def _logits(self, h: np.ndarray, product) -> np.ndarray:
+        """h [n, hidden] (after the final norm) times the output matrix: [n, vocab]. In low-memory
+        mode the matrix comes a slice at a time; each slice's columns are bitwise the whole's."""
+        lm_head = self.weights.lm_head
+        if isinstance(lm_head, np.ndarray):
+            return product(h, lm_head)
+        out = np.empty((len(h), lm_head.shape[0]), F32)
+        for first, rows in lm_head.slices():
+            out[:, first : first + len(rows)] = product(h, rows)
+        return out
 
     def _attend(self, i: int, lane: int, qk: np.ndarray, v: np.ndarray, start: int, mask) -> np.ndarray:
         """Grouped-query attention of n new tokens of one sequence at positions start..: their keys
@@ -226,8 +277,22 @@ class Qwen3:
         values = v_cache[:end].transpose(1, 0, 2)  # [kv_heads, end, head_dim]
         # query heads kv*group .. kv*group + group - 1 share key/value head kv
         q = qk[:, :n_heads].reshape(n, n_kv, n_heads // n_kv, hd).transpose(1, 2, 0, 3)  # [kv, group, n, hd]
-        scores = q @ keys[:, None]  # [kv_heads, group, n, end]
-        scores *= F32(1 / np.sqrt(hd))
-        if mask is not None:
-            scores += mask
-        return (softmax(scores) @ values[:, None]).transpose(2, 0, 1, 3).reshape(n, n_heads * hd)
+        out = np.empty((n, n_kv, n_heads // n_kv, hd), F32)
+
+        def heads(first: int, last: int) -> None:  # key/value heads first..last-1 and their query heads
+            # QUERY_BLOCK queries at a time, each block against only the keys its last query may
+            # see: a prefill's causal mask hides half the scores, which are then never computed
+            for a in range(0, n, QUERY_BLOCK):
+                b = min(n, a + QUERY_BLOCK)
+                visible = start + b
+                scores = q[first:last, :, a:b] @ keys[first:last, None, :, :visible]  # [kv, group, b - a, visible]
+                scores *= F32(1 / np.sqrt(hd))
+                if mask is not None:
+                    scores += mask[a:b, :visible]
+                out[a:b, first:last] = (softmax(scores) @ values[first:last, None, :visible]).transpose(2, 0, 1, 3)
+
+        if n > 1:  # a prefill's heads side by side: its softmax is as much work as its products
+            split_among_threads(heads, n_kv)
+        else:
+            heads(0, n_kv)
+        return out.reshape(n, n_heads * hd)
