@@ -7,7 +7,7 @@ dequantized with gguf-py, so the file's pages never join the process's memory be
 With `low_memory`, nothing big is loaded up front: each decoder layer is read and dequantized when
 the forward pass reaches it (StreamedLayers), the embedding's rows when a token asks for them and
 the output matrix a slice at a time (StreamedMatrix). The process then holds about one layer in
-float32 instead of the whole model: a Qwen3-8B file in 5 GB of memory rather than 32.
+float32 instead of the whole model: a 4B-shape Q4_K_M file's perplexity in 1.6 GB rather than 16.5.
 """
 
 from __future__ import annotations
@@ -223,6 +223,15 @@ MATRICES = {  # a layer's products: the file's tensors each stacks, and the widt
 NORMS = ("attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm")
 
 
+def row_widths(c: Qwen3Config) -> dict[str, int]:
+    """The row width of each of MATRICES' names."""
+    return {
+        "hidden_size": c.hidden_size,
+        "q_dim": c.num_attention_heads * c.head_dim,
+        "intermediate_size": c.intermediate_size,
+    }
+
+
 def check_layer(f: GGUFFile, c: Qwen3Config, i: int) -> None:
     """Layer i's tensors are all there, of supported types and of the shapes the metadata implies."""
     d, q_dim, kv_dim, b = (
@@ -231,7 +240,7 @@ def check_layer(f: GGUFFile, c: Qwen3Config, i: int) -> None:
         c.num_key_value_heads * c.head_dim,
         f"blk.{i}.",
     )
-    widths = {"hidden_size": d, "q_dim": q_dim, "intermediate_size": c.intermediate_size}
+    widths = row_widths(c)
     heights = {"qkv_proj": q_dim + 2 * kv_dim, "gate_up_proj": 2 * c.intermediate_size, "o_proj": d, "down_proj": d}
     for matrix, (names, width) in MATRICES.items():
         infos = tensor_infos(f, [f"{b}{n}.weight" for n in names], widths[width])
@@ -252,7 +261,7 @@ def load_layer(f: GGUFFile, c: Qwen3Config, i: int, in_place: bool = True) -> Qw
         c.intermediate_size,
         f"blk.{i}.",
     )
-    widths = {"hidden_size": c.hidden_size, "q_dim": q_dim, "intermediate_size": ffn}
+    widths = row_widths(c)
     m = {
         matrix: stacked(f, [f"{b}{n}.weight" for n in names], widths[width], in_place)
         for matrix, (names, width) in MATRICES.items()
