@@ -9,6 +9,7 @@ inputs exist.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -38,11 +39,21 @@ def n_weights_of_model(model_dir: Path | str) -> int:
 
 def gguf_shapes(gguf: Path | str) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape in the file; none for a file not written yet (a dry run's placeholder)."""
+    path = Path(gguf)
+    if not path.exists():
+        return {}
+    stat = path.stat()
+    return dict(_file_shapes(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _file_shapes(path: str, size: int, mtime_ns: int) -> dict[str, tuple[int, ...]]:
+    """gguf_shapes, read once per version of a file: a job's memory, time limit and mode each ask,
+    and reading the directory means parsing the 151,936-token vocabulary before it (a third of a
+    second)."""
     from qwen3repro.convert.reader import GGUFFile
 
-    if not Path(gguf).exists():
-        return {}
-    with GGUFFile(gguf) as f:
+    with GGUFFile(path) as f:
         return {name: tuple(t.shape) for name, t in f.tensors.items()}
 
 
