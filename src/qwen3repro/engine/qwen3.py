@@ -235,13 +235,11 @@ class Qwen3:
 
         x = w.embed_tokens[tokens]  # [n, hidden]
         for i, layer in enumerate(w.layers):  # low_memory: each layer read from the file here
-            # q_norm for every query head and k_norm for every key head, so one rms_norm covers both
-            qk_norm = np.concatenate([np.tile(layer.q_norm, (n_heads, 1)), np.tile(layer.k_norm, (n_kv, 1))])
             h = rowwise(rms_norm, x, layer.input_layernorm, eps)
             seen(i, "attn_qkv", h)
             qkv = product(h, layer.qkv_proj)  # [n, q_dim + 2 kv_dim]
             qk = qkv[:, : q_dim + kv_dim].reshape(n, n_heads + n_kv, hd)
-            qk = rowwise(norm_and_rope, qk, qk_norm, eps, cos, sin)  # q_norm, k_norm, then RoPE
+            qk = rowwise(norm_and_rope, qk, layer.qk_norm, eps, cos, sin)  # q_norm, k_norm, then RoPE
             attn = attend(i, qk, qkv[:, q_dim + kv_dim :].reshape(n, n_kv, hd))  # [n, q_dim]
             seen(i, "attn_output", attn)
             x += product(attn, layer.o_proj)

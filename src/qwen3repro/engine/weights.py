@@ -103,6 +103,7 @@ class Qwen3Layer:
     o_proj: np.ndarray  # attn_output, [hidden, num_attention_heads * head_dim]
     q_norm: np.ndarray  # attn_q_norm, [head_dim], applied per head before RoPE
     k_norm: np.ndarray  # attn_k_norm, [head_dim]
+    qk_norm: np.ndarray  # q_norm for every query head, then k_norm for every key head: one rms_norm for both
     post_attention_layernorm: np.ndarray  # ffn_norm, [hidden]
     gate_up_proj: np.ndarray  # gate_proj and up_proj stacked
     gate_proj: np.ndarray  # ffn_gate, [intermediate, hidden]
@@ -277,6 +278,12 @@ def load_layer(f: GGUFFile, c: Qwen3Config, i: int, in_place: bool = True) -> Qw
         o_proj=m["o_proj"],
         q_norm=norms["attn_q_norm"],
         k_norm=norms["attn_k_norm"],
+        qk_norm=np.concatenate(
+            [
+                np.tile(norms["attn_q_norm"], (c.num_attention_heads, 1)),
+                np.tile(norms["attn_k_norm"], (c.num_key_value_heads, 1)),
+            ]
+        ),
         post_attention_layernorm=norms["ffn_norm"],
         gate_up_proj=gate_up,
         gate_proj=gate_up[:ffn],
