@@ -21,41 +21,42 @@ from pathlib import Path
 
 N_CTX = 512
 
-CHILD = r"""
-import json, resource, sys, time
-import numpy as np
-from threadpoolctl import threadpool_limits
-from qwen3repro.accuracy.perplexity import perplexity_and_kld
-from qwen3repro.engine.qwen3 import Qwen3
-from qwen3repro.engine.tokenizer import Tokenizer
 
-gguf, corpus, chunks, threads, low_memory, out = sys.argv[1:]
-chunks, threads, low_memory = int(chunks), int(threads), low_memory == "1"
-text = open(corpus, encoding="utf-8").read()
-started = time.perf_counter()
-with threadpool_limits(threads):
-    model = Qwen3(gguf, n_ctx=%(n_ctx)d, low_memory=low_memory)
-    loaded = time.perf_counter() - started
-    tokens = np.array(Tokenizer.from_gguf(model.file).encode(text, parse_special=False))[: %(n_ctx)d]
-    first = model.forward(tokens, logits_from=%(n_ctx)d // 2)  # chunk 1's scored half
-    np.save(out + ".npy", first)
-    result = {"load_s": loaded, "chunk1_s": time.perf_counter() - started - loaded}
-    if chunks > 1:
+def measure(gguf: Path, corpus: Path, chunks: int, threads: int, low_memory: bool, out: Path) -> None:
+    """In the child: open the model, chunk 1's logits (to out.npy), then the perplexity on `chunks`
+    chunks; times and the process's peak RSS to out.json."""
+    import resource
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from qwen3repro.accuracy.perplexity import perplexity_and_kld
+    from qwen3repro.engine.qwen3 import Qwen3
+    from qwen3repro.engine.tokenizer import Tokenizer
+
+    text = corpus.read_text("utf-8")
+    started = time.perf_counter()
+    with threadpool_limits(threads):
+        model = Qwen3(gguf, n_ctx=N_CTX, low_memory=low_memory)
+        loaded = time.perf_counter() - started
+        tokens = np.array(Tokenizer.from_gguf(model.file).encode(text, parse_special=False))[:N_CTX]
+        np.save(f"{out}.npy", model.forward(tokens, logits_from=N_CTX // 2))  # chunk 1's scored half
+        result = {"load_s": loaded, "chunk1_s": time.perf_counter() - started - loaded}
         del model
         scored = time.perf_counter()
         result["perplexity"] = perplexity_and_kld(
-            gguf, gguf, text, %(n_ctx)d, chunks, threads=threads, low_memory=low_memory
+            gguf, gguf, text, N_CTX, chunks, threads=threads, low_memory=low_memory
         )["perplexity"]
         result["perplexity_s"] = time.perf_counter() - scored
-result["wall_s"] = time.perf_counter() - started
-result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-json.dump(result, open(out + ".json", "w"))
-""" % {"n_ctx": N_CTX}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(f"{out}.json").write_text(json.dumps(result))
 
 
 def run(gguf: Path, corpus: Path, chunks: int, threads: int, low_memory: bool, out: Path) -> dict:
-    args = [str(gguf), str(corpus), str(chunks), str(threads), "1" if low_memory else "0", str(out)]
-    subprocess.run([sys.executable, "-c", CHILD, *args], check=True)
+    """measure() in a process of its own, so that its peak RSS is its own."""
+    mode = "low-memory" if low_memory else "resident"
+    child = [sys.executable, __file__, "--gguf", str(gguf), "--corpus", str(corpus), "--chunks", str(chunks)]
+    subprocess.run([*child, "--threads", str(threads), "--child", mode, str(out)], check=True)
     return json.loads(Path(f"{out}.json").read_text())
 
 
@@ -66,7 +67,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-resident", action="store_true", help="where float32 weights do not fit")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        mode, out = args.child
+        measure(args.gguf, args.corpus, args.chunks, args.threads, mode == "low-memory", Path(out))
+        return
     import numpy as np
 
     print(f"{args.gguf}: {args.gguf.stat().st_size / 2**20:.0f} MiB", flush=True)
