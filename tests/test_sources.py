@@ -116,13 +116,14 @@ def test_existing_output_is_not_overwritten_without_force(tmp_path, repo):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "precious.txt").write_text("user data")
-    proc = run_cli("get-model", "--config", str(repo / "config" / "config.yaml"), "--out", str(out))
+    config = str(repo / "config" / "config.yaml")
+    proc = run_cli("get-model", "--config", config, "--model", "qwen3-shakespeare", "--out", str(out))
     assert_one_line_error(proc, str(out), "--force")
     assert (out / "precious.txt").read_text() == "user data"
 
 
 def test_output_in_a_missing_directory_is_a_one_line_error(tmp_path, repo):
-    proc = run_cli("get-model", "--out", str(tmp_path / "no" / "such" / "dir"))
+    proc = run_cli("get-model", "--model", "qwen3-shakespeare", "--out", str(tmp_path / "no" / "such" / "dir"))
     assert_one_line_error(proc, str(tmp_path / "no" / "such"), "does not exist")
 
 

@@ -42,16 +42,10 @@ def validate_config(config: dict) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise UserError(f"config: {_where(error)}: {error.message}")
-    for stage, verb in (("bench", "measure"), ("sweep", "sweep")):
-        missing = [t for t in config[stage]["types"] if t not in file_variants(config)]
-        if missing:
-            raise UserError(f"config: {stage}.types: {', '.join(missing)} not in convert.types, so no file to {verb}")
-    from qwen3repro.sweep.grid import check_settings
-
-    try:
-        check_settings(config["sweep"])
-    except UserError as e:
-        raise UserError(f"config: {e}") from None
+    _check_sections(config, "")
+    for name, spec in config["models"].items():
+        if spec.get("stages"):
+            _check_model_stages(config, name, validator)
     corpus, calibration = config["perplexity"]["corpus"], config["convert"]["imatrix"]["calibration"]
     # Shakespeare calibrates on the training works and scores on the held-out ones; a local file must differ
     if calibration["source"] == corpus["source"] == "local" and calibration["path"] == corpus["path"]:
@@ -67,11 +61,82 @@ def validate_config(config: dict) -> dict:
     return config
 
 
-def file_variants(config: dict) -> list[str]:
-    """Every GGUF file a run makes per model: convert.types, then the importance-matrix twins."""
+def _check_sections(sections: dict, where: str) -> None:
+    """What the schema cannot say: the files a stage reads are ones convert makes; the sweep's cells."""
+    for stage, verb in (("bench", "measure"), ("sweep", "sweep")):
+        if sections[stage] is None:
+            continue
+        missing = [t for t in sections[stage]["types"] if t not in _variants(sections["convert"])]
+        if missing:
+            raise UserError(
+                f"config: {where}{stage}.types: {', '.join(missing)} not in {where}convert.types, so no file to {verb}"
+            )
+    if sections["sweep"] is not None:
+        from qwen3repro.sweep.grid import check_settings
+
+        try:
+            check_settings(sections["sweep"])
+        except UserError as e:
+            raise UserError(f"config: {where}{e}") from None
+
+
+# ------------------------------------------------------------------ per-model stages
+STAGES = ("convert", "samples", "bench", "check", "perplexity", "sweep")
+# read by jobs that serve every model (one corpus, one calibration text, one bandwidth probe)
+SHARED = (("perplexity", "corpus"), ("convert", "imatrix", "calibration"), ("bench", "threads"))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def model_settings(config: dict, model: str) -> dict:
+    """Each stage's settings as they apply to one model: the top-level section with the model's
+    `stages` entry merged in, or None where the model skips the stage."""
+    overrides = config["models"][model].get("stages") or {}
+    return {
+        stage: None if overrides.get(stage) is False else _merge(config[stage], overrides.get(stage) or {})
+        for stage in STAGES
+    }
+
+
+def runs(config: dict, model: str, stage: str) -> bool:
+    return model_settings(config, model)[stage] is not None
+
+
+def _check_model_stages(config: dict, model: str, validator) -> None:
+    """A model's overrides, checked as the top-level sections are: against the schema, then across stages."""
+    where = f"models.{model}.stages."
+    overrides = config["models"][model]["stages"]
+    for path in SHARED:
+        entry = overrides
+        for key in path:
+            entry = entry.get(key) if isinstance(entry, dict) else None
+        if entry is not None:
+            raise UserError(f"config: {where}{'.'.join(path)}: shared by every model; set it at the top level")
+    settings = model_settings(config, model)
+    merged = {**config, **{stage: value or config[stage] for stage, value in settings.items()}}
+    error = jsonschema.exceptions.best_match(validator.iter_errors(merged))
+    if error is not None:
+        raise UserError(f"config: {where}{_where(error)}: {error.message}")
+    _check_sections(settings, where)
+
+
+def _variants(convert: dict) -> list[str]:
     from qwen3repro.convert.tensor_plan import IMATRIX_SUFFIX
 
-    return list(config["convert"]["types"]) + [t + IMATRIX_SUFFIX for t in config["convert"]["imatrix"]["types"]]
+    return list(convert["types"]) + [t + IMATRIX_SUFFIX for t in convert["imatrix"]["types"]]
+
+
+def file_variants(config: dict, model: str | None = None) -> list[str]:
+    """Every GGUF file a run makes for a model: its convert.types, then the importance-matrix twins;
+    without a model, those of every model."""
+    if model is not None:
+        return _variants(model_settings(config, model)["convert"])
+    return list(dict.fromkeys(t for name in config["models"] for t in file_variants(config, name)))
 
 
 def load_config(path: Path | str) -> dict:

@@ -41,14 +41,14 @@ rule check:
         mem_mb=check_mem_mb,
         runtime=check_runtime,
     params:
-        settings=config["check"],
+        settings=lambda w: settings(w, "check"),
     script:
         "../../scripts/check.py"
 
 
 rule check_table:
     input:
-        expand("results/check/{{model}}/{type}.json", type=file_variants(config)),
+        lambda w: expand("results/check/{model}/{type}.json", model=w.model, type=file_variants(config, w.model)),
     output:
         "results/check/{model}.csv",
     log:
@@ -83,7 +83,7 @@ rule perplexity:
         mem_mb=perplexity_mem_mb,
         runtime=perplexity_runtime,
     params:
-        settings=config["perplexity"],
+        settings=lambda w: settings(w, "perplexity"),
         low_memory=perplexity_low_memory,
     script:
         "../../scripts/perplexity.py"
@@ -91,7 +91,7 @@ rule perplexity:
 
 rule perplexity_table:
     input:
-        expand("results/perplexity/{{model}}/{type}.json", type=file_variants(config)),
+        lambda w: expand("results/perplexity/{model}/{type}.json", model=w.model, type=file_variants(config, w.model)),
     output:
         "results/perplexity/{model}.csv",
     log:

@@ -37,7 +37,7 @@ rule bench_gguf:
         mem_mb=gguf_mem_mb,
         runtime=bench_gguf_runtime,
     params:
-        settings=config["bench"],
+        settings=lambda w: settings(w, "bench"),
     script:
         "../../scripts/bench_gguf.py"
 
@@ -60,7 +60,7 @@ rule bench_hf:
         mem_mb=bench_hf_mem_mb,
         runtime=bench_hf_runtime,
     params:
-        settings=config["bench"],
+        settings=lambda w: settings(w, "bench"),
     script:
         "../../scripts/bench_hf.py"
 

@@ -3,8 +3,10 @@
 import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from qwen3repro import resources
-from qwen3repro.config import file_variants
+from qwen3repro.config import file_variants, model_settings, runs
 from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.verify.verdict import perplexity_inputs
 
@@ -19,7 +21,20 @@ def model_dirs():
 
 
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    """The model's entry less the stages it goes through: what builds it."""
+    return {k: v for k, v in config["models"][wildcards.model].items() if k != "stages"}
+
+
+def settings(wildcards, stage):
+    """A stage's settings for the job's model (the top-level section with the model's overrides)."""
+    found = model_settings(config, wildcards.model)[stage]
+    if found is None:
+        raise WorkflowError(f"model {wildcards.model} skips the {stage} stage (models.{wildcards.model}.stages)")
+    return found
+
+
+def models_running(stage):
+    return [m for m in config["models"] if runs(config, m, stage)]
 
 
 def trained(wildcards):
@@ -49,11 +64,11 @@ def model_runtime(wildcards, threads):
 
 
 def gguf_files():
-    return expand(
-        "results/gguf/{model}/{model}-{type}.gguf",
-        model=config["models"],
-        type=file_variants(config),
-    )
+    return [
+        f"results/gguf/{model}/{model}-{type}.gguf"
+        for model in config["models"]
+        for type in file_variants(config, model)
+    ]
 
 
 def imatrix_input(wildcards):
@@ -70,11 +85,11 @@ def convert_runtime(wildcards, input, threads):
 
 
 def imatrix_runtime(wildcards, input, threads):
-    return resources.imatrix_minutes(input.gguf, config["convert"]["imatrix"], threads)
+    return resources.imatrix_minutes(input.gguf, settings(wildcards, "convert")["imatrix"], threads)
 
 
 def samples_files():
-    return expand("results/samples/{model}.json", model=config["models"])
+    return expand("results/samples/{model}.json", model=models_running("samples"))
 
 
 def samples_mem_mb(wildcards, input):
@@ -82,19 +97,19 @@ def samples_mem_mb(wildcards, input):
 
 
 def samples_runtime(wildcards, input):
-    return resources.samples_minutes(input.gguf, config["samples"], trained(wildcards))
+    return resources.samples_minutes(input.gguf, settings(wildcards, "samples"), trained(wildcards))
 
 
 def bench_parts(wildcards):
-    settings = config["bench"]
-    gguf_engines = [e for e in settings["engines"] if e in ("numpy", "llama.cpp")]
-    parts = [f"results/bench/{wildcards.model}/{t}.json" for t in settings["types"]] if gguf_engines else []
-    parts += [f"results/bench/{wildcards.model}/{e}.json" for e in settings["engines"] if e.startswith("transformers")]
+    bench = settings(wildcards, "bench")
+    gguf_engines = [e for e in bench["engines"] if e in ("numpy", "llama.cpp")]
+    parts = [f"results/bench/{wildcards.model}/{t}.json" for t in bench["types"]] if gguf_engines else []
+    parts += [f"results/bench/{wildcards.model}/{e}.json" for e in bench["engines"] if e.startswith("transformers")]
     return parts
 
 
 def bench_tables():
-    return expand("results/bench/{model}.csv", model=config["models"])
+    return expand("results/bench/{model}.csv", model=models_running("bench"))
 
 
 def gguf_mem_mb(wildcards, input):
@@ -106,76 +121,76 @@ def bench_hf_mem_mb(wildcards, input):
 
 
 def bench_gguf_runtime(wildcards, input, threads):
-    return resources.bench_gguf_minutes(input.gguf, config["bench"], threads)
+    return resources.bench_gguf_minutes(input.gguf, settings(wildcards, "bench"), threads)
 
 
 def bench_hf_runtime(wildcards, input, threads):
-    return resources.bench_hf_minutes(input.model_dir, config["bench"], threads)
+    return resources.bench_hf_minutes(input.model_dir, settings(wildcards, "bench"), threads)
 
 
 def accuracy_tables():
-    return expand(
-        "results/{stage}/{model}.csv",
-        stage=["check", "perplexity"],
-        model=config["models"],
-    )
+    return [f"results/{stage}/{model}.csv" for stage in ("check", "perplexity") for model in models_running(stage)]
 
 
 def check_mem_mb(wildcards, input):
-    return resources.check_mb(input.gguf, config["check"]["max_tokens"])
+    return resources.check_mb(input.gguf, settings(wildcards, "check")["max_tokens"])
 
 
 def check_runtime(wildcards, input, threads):
-    return resources.check_minutes(input.gguf, wildcards.type, config["check"], threads)
+    return resources.check_minutes(input.gguf, wildcards.type, settings(wildcards, "check"), threads)
 
 
 def perplexity_low_memory(wildcards, input):
     """Low-memory mode where the weights in float32 would not fit a job (cluster.mem_mb)."""
-    return resources.perplexity_low_memory(input.gguf, input.base, config["perplexity"], config["cluster"]["mem_mb"])
+    return resources.perplexity_low_memory(
+        input.gguf, input.base, settings(wildcards, "perplexity"), config["cluster"]["mem_mb"]
+    )
 
 
 def perplexity_mem_mb(wildcards, input):
-    settings = config["perplexity"]
+    perplexity = settings(wildcards, "perplexity")
     return resources.perplexity_mb(
         input.gguf,
         input.base,
-        settings["n_ctx"],
+        perplexity["n_ctx"],
         perplexity_low_memory(wildcards, input),
-        "llama.cpp" in settings["runtimes"],
+        "llama.cpp" in perplexity["runtimes"],
     )
 
 
 def perplexity_runtime(wildcards, input, threads):
     low_memory = perplexity_low_memory(wildcards, input)
-    return resources.perplexity_minutes(input.gguf, input.corpus, config["perplexity"], threads, low_memory)
+    return resources.perplexity_minutes(
+        input.gguf, input.corpus, settings(wildcards, "perplexity"), threads, low_memory
+    )
 
 
 def traces_reference(wildcards):
     """The first sweep type's traces, along whose tokens every other type is also traced."""
-    first = config["sweep"]["types"][0]
+    first = settings(wildcards, "sweep")["types"][0]
     if wildcards.type == first:
         return []
     return f"results/sweep/{wildcards.model}/{first}-traces.json"
 
 
 def sweep_mem_mb(wildcards, input):
-    return resources.sweep_mb(input.gguf, config["sweep"])
+    return resources.sweep_mb(input.gguf, settings(wildcards, "sweep"))
 
 
 def sweep_runtime(wildcards, input):
-    return resources.sweep_minutes(input.gguf, config["sweep"])
+    return resources.sweep_minutes(input.gguf, settings(wildcards, "sweep"))
 
 
 def traces_runtime(wildcards, input):
-    return resources.traces_minutes(input.gguf, config["sweep"])
+    return resources.traces_minutes(input.gguf, settings(wildcards, "sweep"))
 
 
 def sweep_files():
-    return expand(
-        "results/sweep/{model}/{type}.parquet",
-        model=config["models"],
-        type=config["sweep"]["types"],
-    )
+    return [
+        f"results/sweep/{model}/{type}.parquet"
+        for model in models_running("sweep")
+        for type in model_settings(config, model)["sweep"]["types"]
+    ]
 
 
 def verify_files():

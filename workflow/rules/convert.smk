@@ -64,7 +64,7 @@ rule imatrix:
         mem_mb=gguf_mem_mb,
         runtime=imatrix_runtime,
     params:
-        n_ctx=config["convert"]["imatrix"]["n_ctx"],
-        chunks=config["convert"]["imatrix"]["chunks"],
+        n_ctx=lambda w: settings(w, "convert")["imatrix"]["n_ctx"],
+        chunks=lambda w: settings(w, "convert")["imatrix"]["chunks"],
     script:
         "../../scripts/imatrix.py"

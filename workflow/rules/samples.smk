@@ -19,6 +19,6 @@ rule samples:
         mem_mb=samples_mem_mb,
         runtime=samples_runtime,
     params:
-        settings=config["samples"],
+        settings=lambda w: settings(w, "samples"),
     script:
         "../../scripts/samples.py"

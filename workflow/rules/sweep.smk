@@ -20,7 +20,7 @@ rule sweep:
         mem_mb=sweep_mem_mb,
         runtime=sweep_runtime,
     params:
-        settings=config["sweep"],
+        settings=lambda w: settings(w, "sweep"),
     script:
         "../../scripts/sweep.py"
 
@@ -42,6 +42,6 @@ rule traces:
         mem_mb=gguf_mem_mb,
         runtime=traces_runtime,
     params:
-        settings=config["sweep"],
+        settings=lambda w: settings(w, "sweep"),
     script:
         "../../scripts/traces.py"

@@ -9,9 +9,13 @@ from qwen3repro.verify.verdict import perplexity_inputs
 rule verify:
     input:
         model_dir="results/models/{model}",
-        gguf=lambda w: expand("results/gguf/{model}/{model}-{type}.gguf", model=w.model, type=file_variants(config)),
-        perplexity=lambda w: perplexity_inputs(
-            Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml", w.model
+        gguf=lambda w: expand(
+            "results/gguf/{model}/{model}-{type}.gguf", model=w.model, type=file_variants(config, w.model)
+        ),
+        perplexity=lambda w: (
+            perplexity_inputs(Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml", w.model)
+            if runs(config, w.model, "perplexity")
+            else []
         ),
     output:
         "results/verify/{model}.json",
@@ -29,6 +33,6 @@ rule verify:
         spec=model_spec,
         reference=lambda w: Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml",
         strict=config["verify"]["strict"],
-        types=file_variants(config),
+        types=lambda w: file_variants(config, w.model),
     script:
         "../../scripts/verify.py"

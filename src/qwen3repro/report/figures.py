@@ -40,52 +40,209 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def label_points(axis, points) -> list:
+    """One label per distinct point, the names of points that coincide (to the plot's resolution)
+    joined; a label that would overlap one already placed moves up or down in steps of its height
+    until it does not, with a leader line back to its point. Returns the labels' texts."""
+    merged: dict[tuple, list] = {}
+    for x, y, name in points:
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        key = (round(float(x), 2), float(f"{float(y):.3g}"))
+        merged.setdefault(key, [float(x), float(y), []])[2].append(str(name))
+    renderer = axis.figure.canvas.get_renderer()
+    placed, texts = [axis.title.get_window_extent(renderer)], []
+    for x, y, names in sorted(merged.values(), key=lambda p: (p[0], p[1])):
+        text = axis.annotate(", ".join(names), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        height = text.get_window_extent(renderer).height * 72 / axis.figure.dpi + 1
+        for step in range(1, 200):
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            shift = (step + 1) // 2 * height * (1 if step % 2 else -1)
+            text.set_position((4, 3 + shift))
+        if text.get_position() != (4, 3):
+            text.remove()
+            text = axis.annotate(
+                ", ".join(names),
+                (x, y),
+                xytext=text.get_position(),
+                textcoords="offset points",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5},
+            )
+        placed.append(text.get_window_extent(renderer))
+        texts.append(text)
+    return texts
+
+
 def quality_vs_bits(types) -> bytes | None:
-    """PPL (with its error) and mean KLD against bits per weight, one point per file type."""
-    rows = types.dropna(subset=["bits_per_weight", "ppl"])
+    """The quantization loss paired with the F32 file on the same tokens (ln PPL(Q)/PPL(F32) with
+    its paired error, as llama-perplexity reports it) and the mean KLD, against the bits per weight
+    of the layers' matrices (the part the mixes change), one labelled point per file type."""
+    if "ln_ppl_ratio" not in types:
+        return None
+    rows = types[types["type"] != "F32"].dropna(subset=["ln_ppl_ratio"])
     if rows.empty:
         return None
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.errorbar(rows["bits_per_weight"], rows["ppl"], yerr=rows["ppl_error"], fmt="o", capsize=3)
-    a.set(xlabel="bits per weight", ylabel="perplexity", title="Perplexity (± standard error)")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = rows["layer_bits_per_weight"]
+    a.errorbar(x, 100 * rows["ln_ppl_ratio"], yerr=100 * rows["ln_ppl_ratio_error"], fmt="o", capsize=3)
+    a.axhline(0, color="0.5", lw=0.8)
+    a.set(
+        xlabel="bits per weight of the layers' matrices",
+        ylabel="100 × ln(PPL(Q) / PPL(F32))  (≈ % more perplexity)",
+        title="Perplexity, paired with F32 on the same tokens (± paired error)",
+    )
+    fig.canvas.draw()
+    label_points(a, zip(x, 100 * rows["ln_ppl_ratio"], rows["type"]))
     kld = rows[rows["kld_mean"] > 0]
-    b.scatter(kld["bits_per_weight"], kld["kld_mean"], color="C3", label="weights (NumPy engine, float32)")
+    b.scatter(kld["layer_bits_per_weight"], kld["kld_mean"], color="C3", label="weights (NumPy engine, float32)")
     if "llama.cpp kld_mean" in rows and rows["llama.cpp kld_mean"].notna().any():
         runtime = rows[rows["llama.cpp kld_mean"] > 0]
         b.scatter(
-            runtime["bits_per_weight"],
+            runtime["layer_bits_per_weight"],
             runtime["llama.cpp kld_mean"],
             marker="x",
             color="C0",
             label="llama.cpp (quantized activations too)",
         )
-        b.legend(fontsize=7)
+        b.legend(fontsize=7, loc="lower left")
     if not kld.empty:
         b.set_yscale("log")
-    b.set(xlabel="bits per weight", ylabel="mean KL(F32 || type)", title="KL divergence from F32")
-    for axis, frame, column in ((a, rows, "ppl"), (b, kld, "kld_mean")):
-        for _, r in frame.iterrows():
-            axis.annotate(
-                r["type"], (r["bits_per_weight"], r[column]), fontsize=7, xytext=(3, 3), textcoords="offset points"
-            )
+    b.set(
+        xlabel="bits per weight of the layers' matrices", ylabel="mean KL(F32 || type)", title="KL divergence from F32"
+    )
+    fig.canvas.draw()
+    label_points(b, zip(kld["layer_bits_per_weight"], kld["kld_mean"], kld["type"]))
     return _png(fig)
 
 
-def speed(bench) -> bytes | None:
-    """Prefill and decode tokens per second per engine and file type (mean ± sd)."""
-    if bench is None or bench.empty:
+def size_vs_bits(types) -> bytes | None:
+    """File size and the weights' relative RMS error (each tensor's, pooled by size) against bits per
+    weight: what a file type costs and what it keeps, whatever the weights learned."""
+    if types is None or types.empty:
         return None
     plt = _pyplot()
-    tests = [t for t in bench["test"].unique()]
-    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 3.8), squeeze=False)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    a.scatter(types["bits_per_weight"], types["size_mib"], color="C0")
+    a.set(xlabel="bits per weight (whole file)", ylabel="MiB", title="File size")
+    a.set_yscale("log")
+    a.yaxis.set_major_formatter(_plain_ticks())
+    a.yaxis.set_minor_formatter(_plain_ticks(minor=True))
+    for axis in (a, b):
+        _bits_axis(axis, types["bits_per_weight"])
+    fig.canvas.draw()
+    label_points(a, zip(types["bits_per_weight"], types["size_mib"], types["type"]))
+    lossy = types[types["weight_error"] > 0]
+    b.scatter(lossy["bits_per_weight"], lossy["weight_error"], color="C3")
+    b.set(xlabel="bits per weight (whole file)", ylabel="relative RMS error", title="The weights' quantization error")
+    if not lossy.empty:
+        b.set_yscale("log")
+    fig.canvas.draw()
+    label_points(b, zip(lossy["bits_per_weight"], lossy["weight_error"], lossy["type"]))
+    return _png(fig)
+
+
+def _bits_axis(axis, bits) -> None:
+    from matplotlib.ticker import NullLocator
+
+    """A logarithmic bits-per-weight axis ticked at the widths people quote."""
+    axis.set_xscale("log", base=2)
+    low, high = float(min(bits)) / 1.15, float(max(bits)) * 1.15
+    axis.set_xlim(low, high)
+    axis.set_xticks([t for t in (2, 3, 4, 5, 6, 8, 12, 16, 24, 32) if low <= t <= high])
+    axis.xaxis.set_major_formatter(_plain_ticks())
+    axis.xaxis.set_minor_locator(NullLocator())
+
+
+def _plain_ticks(minor: bool = False):
+    """Tick labels as plain numbers (2000, 0.5), not powers of ten; on minor ticks only 2 and 5 of
+    each decade, so that a log axis stays legible."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value, _):
+        if minor and f"{value:.0e}"[0] not in "25":
+            return ""
+        return f"{value:g}"
+
+    return FuncFormatter(label)
+
+
+def engine_colours(engines) -> dict[str, str]:
+    """The same colour for an engine in every plot: the GGUF engines first, then transformers."""
+    order = sorted(dict.fromkeys(engines), key=lambda e: (e.startswith("transformers"), e))
+    return {engine: f"C{i}" for i, engine in enumerate(order)}
+
+
+def speed(bench) -> bytes | None:
+    """Prefill and decode tokens per second, one bar per file type and engine, only where the
+    repetitions agree to within 10% of the mean; a noisier measurement keeps its row, marked, with no bar."""
+    if bench is None or bench.empty:
+        return None
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    tests = list(dict.fromkeys(bench["test"]))
+    colour = engine_colours(bench["engine"])
+    engines = list(colour)
+    keys = bench[["model_type", "engine"]].drop_duplicates()
+    keys = sorted(map(tuple, keys.to_numpy()), key=lambda k: (engines.index(k[1]), k[0]))
+    fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 0.8 + 0.28 * len(keys)), squeeze=False)
     for axis, test in zip(axes[0], tests):
-        rows = bench[bench["test"] == test]
-        table = rows.pivot_table(index="model_type", columns="engine", values="avg_ts", sort=False)
-        errors = rows.pivot_table(index="model_type", columns="engine", values="stddev_ts", sort=False)
-        table.plot.bar(ax=axis, yerr=errors, capsize=2, width=0.8, rot=45)
-        axis.set(title=test, xlabel="", ylabel="tokens / s")
-        axis.legend(fontsize=7)
+        rows = bench[bench["test"] == test].set_index(["model_type", "engine"])
+        top = float(rows["avg_ts"].max())
+        for y, key in enumerate(keys):
+            if key not in rows.index:
+                continue
+            avg, sd = float(rows.loc[key, "avg_ts"]), float(rows.loc[key, "stddev_ts"])
+            if sd < 0.1 * avg:
+                axis.barh(y, avg, 0.7, xerr=sd, color=colour[key[1]])
+                axis.text(avg + sd + 0.01 * top, y, f"{avg:.1f}", va="center", fontsize=7)
+            else:
+                axis.text(0.01 * top, y, f"noisy (± {100 * sd / avg:.0f}%): not plotted", va="center", fontsize=7)
+        axis.set_yticks(range(len(keys)), [f"{t} · {e}" for t, e in keys], fontsize=7)
+        axis.set_ylim(len(keys) - 0.5, -0.5)
+        axis.set(title=test, xlabel="tokens / s (mean ± sd)")
+        axis.margins(x=0.12)
+    axes[0][-1].legend(
+        [Patch(color=colour[e]) for e in engines], engines, fontsize=7, loc="lower right", framealpha=0.9
+    )
+    return _png(fig)
+
+
+def roofline(bench) -> bytes | None:
+    """Decode speed against the bytes each token reads, under the memory-bandwidth ceiling
+    (bandwidth / bytes per token): how close each engine and file type comes to the machine's limit."""
+    if bench is None or bench.empty or "bytes_per_token" not in bench:
+        return None
+    rows = bench[bench["test"].str.startswith("tg") & bench["bytes_per_token"].notna() & bench["bandwidth_gbs"].notna()]
+    rows = rows[rows["stddev_ts"] < 0.1 * rows["avg_ts"]]
+    if rows.empty:
+        return None
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(7, 4.2))
+    gb = rows["bytes_per_token"] / 1e9
+    span = np.geomspace(gb.min() / 1.5, gb.max() * 1.5, 50)
+    bandwidth = float(rows["bandwidth_gbs"].iloc[0])
+    axis.plot(span, bandwidth / span, "k--", lw=1, label=f"roofline: {bandwidth:.1f} GB/s ÷ bytes per token")
+    colour = engine_colours(bench["engine"])
+    for engine, e in rows.groupby("engine", sort=False):
+        axis.scatter(e["bytes_per_token"] / 1e9, e["avg_ts"], color=colour[engine], label=engine)
+    axis.set(
+        xlabel="GB read per decoded token",
+        ylabel="decode tokens / s",
+        xscale="log",
+        yscale="log",
+        title="Decode against the memory-bandwidth roofline",
+    )
+    for ticks in (axis.xaxis, axis.yaxis):
+        ticks.set_major_formatter(_plain_ticks())
+        ticks.set_minor_formatter(_plain_ticks(minor=True))
+    axis.legend(fontsize=7)
+    fig.canvas.draw()
+    label_points(axis, zip(gb, rows["avg_ts"], rows["model_type"] + " " + rows["engine"]))
     return _png(fig)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -17,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qwen3repro.config import file_variants
+from qwen3repro.config import file_variants, model_settings
 from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.errors import UserError
 from qwen3repro.sweep.traces import check_traces
@@ -27,25 +28,30 @@ if TYPE_CHECKING:
 
 
 def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
-    """Per model, every stage output the report reads, by a short name."""
+    """Per model, every stage output the report reads, by a short name: those of the stages the
+    model goes through (its `stages`)."""
     root = Path(root)
     out = {}
     for model, spec in config["models"].items():
+        settings = model_settings(config, model)
         files = {
             "manifest": root / f"results/models/{model}/manifest.json",
             "config": root / f"results/models/{model}/config.json",
             "gguf_f32": root / f"results/gguf/{model}/{model}-F32.gguf",
-            "samples": root / f"results/samples/{model}.json",
-            "bench": root / f"results/bench/{model}.json",
             "verify": root / f"results/verify/{model}.json",
         }
+        if settings["samples"] is not None:
+            files["samples"] = root / f"results/samples/{model}.json"
+        if settings["bench"] is not None:
+            files["bench"] = root / f"results/bench/{model}.json"
         if spec["source"] == "trained":
             files["training_curve"] = root / f"results/models/{model}/training_curve.csv"
-        for t in file_variants(config):
+        for t in file_variants(config, model):
             files[f"gguf_manifest/{t}"] = root / f"results/gguf/{model}/{model}-{t}.json"
-            files[f"check/{t}"] = root / f"results/check/{model}/{t}.json"
-            files[f"perplexity/{t}"] = root / f"results/perplexity/{model}/{t}.json"
-        for t in config["sweep"]["types"]:
+            for stage in ("check", "perplexity"):
+                if settings[stage] is not None:
+                    files[f"{stage}/{t}"] = root / f"results/{stage}/{model}/{t}.json"
+        for t in settings["sweep"]["types"] if settings["sweep"] is not None else []:
             files[f"sweep/{t}"] = root / f"results/sweep/{model}/{t}.parquet"
             files[f"traces/{t}"] = root / f"results/sweep/{model}/{t}-traces.json"
         out[model] = files
@@ -138,34 +144,63 @@ def tokenizer_facts(gguf: Path) -> dict:
         }
 
 
-def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame) -> pd.DataFrame:
+def layer_bits(row: dict) -> float:
+    """Bits per weight of the layers' matrices alone (blk.*): the part a mix quantizes below 8 bits
+    when the embedding's rows are too narrow for its block size."""
+    names = [n for n in row["tensor_bytes"] if n.startswith("blk.")]
+    return 8 * sum(row["tensor_bytes"][n] for n in names) / max(1, sum(row["tensor_sizes"][n] for n in names))
+
+
+def weight_error(row: dict) -> float:
+    """Relative RMS error of all the weights: quantize-stats' per-tensor figure pooled, each tensor
+    weighted by its size."""
+    sizes, errors = row["tensor_sizes"], row["tensor_errors"]
+    return math.sqrt(sum(sizes[n] * errors[n] ** 2 for n in sizes) / sum(sizes.values()))
+
+
+def type_rows(files: dict[str, Path], types: list[str], bench: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per file type: its manifest, and what the check, perplexity and bench stages
+    measured of it where the model goes through them (a stage it skips leaves its columns out)."""
     import pandas as pd
 
     rows = []
     for t in types:
         g = _read(files, f"gguf_manifest/{t}")
-        c = _read(files, f"check/{t}")["metrics"]
-        p = _read(files, f"perplexity/{t}")
         row = {
             "type": t,
             "imatrix": split_variant(t)[1],
             "tensor_types": {x["name"]: x["type"] for x in g["tensors"]},
             "tensor_errors": {x["name"]: x["relative_rms_error"] for x in g["tensors"]},
+            "tensor_sizes": {x["name"]: math.prod(x["shape"]) for x in g["tensors"]},
+            "tensor_bytes": {x["name"]: x["bytes"] for x in g["tensors"]},
             "type_shares": g.get("type_shares", {}),
             "requested": {x["name"]: x["requested_type"] for x in g["tensors"] if "requested_type" in x},
             "size_mib": g["size"] / 2**20,
             "bits_per_weight": g["bits_per_weight"],
-            "ppl": p["perplexity"]["ppl"],
-            "ppl_error": p["perplexity"]["ppl_error"],
-            "kld_mean": p["kld"]["kld_mean"],
-            "same_top_p": p["kld"]["same_top_p"],
-            "llama.cpp kld_mean": p["llama_cpp"]["kld"]["kld_mean"] if "llama_cpp" in p else None,
-            "llama.cpp same_top_p": p["llama_cpp"]["kld"]["same_top_p"] if "llama_cpp" in p else None,
-            "top1_agreement": c["top1_agreement"],
-            "max_abs_dlogit": c["max_abs_dlogit"],
-            "greedy_match": c["greedy_match"],
-            "greedy_tokens": c["greedy_tokens"],
         }
+        row |= {"layer_bits_per_weight": layer_bits(row), "weight_error": weight_error(row)}
+        if f"perplexity/{t}" in files:
+            p = _read(files, f"perplexity/{t}")
+            row |= {
+                "ppl": p["perplexity"]["ppl"],
+                "ppl_error": p["perplexity"]["ppl_error"],
+                # paired with the F32 file on the same tokens, as llama-perplexity --kl-divergence gives it
+                "ln_ppl_ratio": p["kld"]["ln_ppl_ratio"],
+                "ln_ppl_ratio_error": p["kld"]["ln_ppl_ratio_error"],
+                "kld_mean": p["kld"]["kld_mean"],
+                "kld_mean_error": p["kld"]["kld_mean_error"],
+                "same_top_p": p["kld"]["same_top_p"],
+                "llama.cpp kld_mean": p["llama_cpp"]["kld"]["kld_mean"] if "llama_cpp" in p else None,
+                "llama.cpp same_top_p": p["llama_cpp"]["kld"]["same_top_p"] if "llama_cpp" in p else None,
+            }
+        if f"check/{t}" in files:
+            c = _read(files, f"check/{t}")["metrics"]
+            row |= {
+                "top1_agreement": c["top1_agreement"],
+                "max_abs_dlogit": c["max_abs_dlogit"],
+                "greedy_match": c["greedy_match"],
+                "greedy_tokens": c["greedy_tokens"],
+            }
         measured = bench[bench["model_type"] == t] if bench is not None and not bench.empty else None
         for engine in ("numpy", "llama.cpp"):
             e = measured[measured["engine"] == engine] if measured is not None else None
@@ -188,20 +223,21 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
     sections = []
     for model, files in inputs(config, root).items():
         _require(files, files)  # every input first: a missing one is named before any work is done
-        bench = pd.DataFrame(_read(files, "bench"))
+        bench = pd.DataFrame(_read(files, "bench")) if "bench" in files else pd.DataFrame()
+        sweep = model_settings(config, model)["sweep"]
         section = ModelSection(
             name=model,
             manifest=_read(files, "manifest"),
             hf_config=_read(files, "config"),
             n_parameters=_read(files, "gguf_manifest/F32")["n_parameters"],
             tokenizer=tokenizer_facts(files["gguf_f32"]),
-            types=type_rows(files, file_variants(config), bench),
+            types=type_rows(files, file_variants(config, model), bench),
             bench=bench,
-            samples=_read(files, "samples"),
+            samples=_read(files, "samples") if "samples" in files else {},
             verify=_read(files, "verify"),
             curve=_read(files, "training_curve") if "training_curve" in files else None,
         )
-        for t in config["sweep"]["types"]:
+        for t in sweep["types"] if sweep is not None else []:
             section.sweeps[t] = _read(files, f"sweep/{t}")
             try:
                 section.traces[t] = check_traces(_read(files, f"traces/{t}"), files[f"traces/{t}"])

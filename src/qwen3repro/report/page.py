@@ -12,6 +12,8 @@ from qwen3repro.fsutil import staged_dir, write_text_atomic
 from qwen3repro.report import figures
 from qwen3repro.report.inputs import ModelSection, collect, environment
 from qwen3repro.report.tables import (
+    answer_table,
+    has,
     has_runtime_kld,
     imatrix_table,
     main_table,
@@ -21,6 +23,7 @@ from qwen3repro.report.tables import (
     sweep_table,
     tensor_error_table,
     transformers_rows,
+    weight_error_table,
 )
 from qwen3repro.sweep.traces import TAIL_EDGES
 
@@ -34,7 +37,9 @@ def figure_set(section: ModelSection) -> dict[str, bytes | None]:
     traces = section.traces.get(sweep_type) or []
     out = {
         "quality-vs-bits": figures.quality_vs_bits(section.types),
+        "size-vs-bits": figures.size_vs_bits(section.types),
         "speed": figures.speed(section.bench),
+        "roofline": figures.roofline(section.bench),
         "sampling-heatmaps": figures.sampling_heatmaps(pick("temperature-x-top-p")),
         "thinking": figures.thinking(pick("presets-x-thinking")),
         "multi-turn": figures.multi_turn(multi),
@@ -47,9 +52,16 @@ def figure_set(section: ModelSection) -> dict[str, bytes | None]:
 
 
 CAPTIONS = {
-    "quality-vs-bits": "Perplexity and KL divergence from the F32 file against bits per weight: the weights' loss "
-    "(NumPy engine, float32) and, where measured, llama.cpp's (its kernels also quantize the activations)",
-    "speed": "Prefill (pp) and decode (tg) tokens per second per engine and file type, mean ± sd",
+    "quality-vs-bits": "The quantization loss against the bits per weight of the layers' matrices: perplexity paired "
+    "with the F32 file on the same tokens (as llama-perplexity's ln(PPL(Q)/PPL(base)), ± its paired error), and the "
+    "mean KL divergence: the weights' loss (NumPy engine, float32) and, where measured, llama.cpp's (its kernels also "
+    "quantize the activations)",
+    "size-vs-bits": "File size and the weights' relative RMS error (every tensor's, pooled by its size) against bits "
+    "per weight, both axes logarithmic",
+    "speed": "Prefill (pp) and decode (tg) tokens per second per engine and file type, mean ± sd of the repetitions; "
+    "a measurement whose sd is 10% of its mean or more is marked noisy instead of drawn",
+    "roofline": "Decode speed against the bytes read per token, under the memory-bandwidth ceiling measured on the "
+    "same machine (steady measurements only)",
     "sampling-heatmaps": "Sampling: distinct-2 and entropy over temperature × top-p",
     "thinking": "Thinking on vs off, per Qwen3 preset",
     "multi-turn": "Multi-turn: context, cache reuse and time to first token per turn",
@@ -112,6 +124,7 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         for k in figs
         if k.startswith(f"{s.name}-")
         and k.removeprefix(f"{s.name}-").startswith(("sampling", "thinking", "multi-turn", "trace"))
+        and figs[k] is not None
     )
     return {
         "name": s.name,
@@ -122,10 +135,18 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         "tensor_errors": tensor_error_table(s),
         "mixes": mix_table(s),
         "runtime_kld": has_runtime_kld(s),
+        "has_ppl": has(s, "ppl"),
+        "has_check": has(s, "top1_agreement"),
+        "has_bench": not s.bench.empty,
         "transformers": transformers_rows(s),
         "sweep": sweep_table(s),
         "explorer": explorer_data(s),
-        "accuracy_figures": [_figure(figs, f"{s.name}-{k}", s.name) for k in ("quality-vs-bits", "speed")],
+        "weight_errors": weight_error_table(s),
+        "accuracy_figures": [
+            _figure(figs, f"{s.name}-{k}", s.name)
+            for k in ("quality-vs-bits", "size-vs-bits", "speed", "roofline")
+            if figs[f"{s.name}-{k}"] is not None
+        ],
         "sampling_figures": [_figure(figs, k, s.name) for k in sampling],
         "training_figure": _figure(figs, f"{s.name}-training-curve", s.name) if s.curve is not None else None,
         "samples": [
@@ -134,21 +155,24 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
     }
 
 
-def render_html(sections: list[ModelSection], env: dict, figs: dict[str, bytes | None]) -> str:
+def render_html(sections: list[ModelSection], env: dict, figs: dict[str, bytes | None], max_kld: float) -> str:
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("qwen3repro.report"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     script = (Path(__file__).parent / "templates" / "explorer.js").read_text("utf-8")
     return templates.get_template("report.html.j2").render(
         sections=[page_section(s, figs) for s in sections],
+        answers=answer_table(sections, max_kld),
         environment=[[k, str(v)] for k, v in env.items()],
         explorer_js=markupsafe.Markup(script),  # the page's own script, inline: no file beside the page
     )
 
 
-def render_markdown(sections: list[ModelSection], env: dict) -> str:
+def render_markdown(sections: list[ModelSection], env: dict, max_kld: float) -> str:
     lines = ["# qwen3repro summary", ""]
     lines += [f"- **{s.verify['verdict']}**: {s.verify['summary']}" for s in sections] + [""]
+    header, rows = answer_table(sections, max_kld)
+    lines += [markdown_table(header, rows), ""] if rows else []
     for s in sections:
         header, rows = main_table(s)
         lines += [f"## {s.name}", "", markdown_table(header, rows), ""]
@@ -183,6 +207,7 @@ def write_report(
             for name, png in figs.items():
                 if png is not None:
                     (tmp / f"{name}.png").write_bytes(png)
-    write_text_atomic(Path(out_md), render_markdown(sections, env), force=True)
-    write_text_atomic(Path(out_html), render_html(sections, env, figs), force=True)
+    max_kld = config["report"]["max_kld"]
+    write_text_atomic(Path(out_md), render_markdown(sections, env, max_kld), force=True)
+    write_text_atomic(Path(out_html), render_html(sections, env, figs, max_kld), force=True)
     return [name for name, png in figs.items() if png is not None]

@@ -33,49 +33,62 @@ def _get(row, key):
 def has_runtime_kld(section: ModelSection) -> bool:
     """Whether the perplexity stage measured llama.cpp's KLD too (perplexity.runtimes)."""
     column = section.types.get("llama.cpp kld_mean")
-    return column is not None and column.notna().any()
+    return column is not None and bool(column.notna().any())
+
+
+def has(section: ModelSection, column: str) -> bool:
+    """Whether a stage measured this column for the model (a stage it skips has none)."""
+    return column in section.types and bool(section.types[column].notna().any())
+
+
+# a speed whose spread between repetitions is this share of its mean or more is noise, not a speed
+NOISY = 0.10
+
+
+def speed_cell(avg, sd) -> str:
+    if avg is None:
+        return DASH
+    text = f"{fmt(avg, 1)} ± {fmt(sd, 1)}"
+    return text + " (noisy)" if sd is not None and sd >= NOISY * avg else text
 
 
 def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
-    """The per-file-type table, as header and rows of strings (shared by the HTML and Markdown)."""
+    """The per-file-type table, as header and rows of strings (shared by the HTML and Markdown): the
+    columns of the stages the model went through."""
     tests = list(dict.fromkeys(section.bench["test"])) if not section.bench.empty else []
     engines = [e for e in ("numpy", "llama.cpp") if not section.bench.empty and e in set(section.bench["engine"])]
-    runtime_kld = has_runtime_kld(section)
-    header = [
-        "type",
-        "size MiB",
-        "bits/weight",
-        "PPL ± error",
-        "mean KLD, weights (NumPy)",
-        *(["mean KLD, llama.cpp"] if runtime_kld else []),
-        "same top p, weights (NumPy)",
-        "top-1 vs transformers (same weights)",
-        "greedy match",
-        "load s (numpy)",
-        "peak RSS MiB (numpy)",
-    ]
+    ppl, check, runtime_kld = has(section, "ppl"), has(section, "top1_agreement"), has_runtime_kld(section)
+    header = ["type", "size MiB", "bits/weight", "layers' bits/weight", "weights' relative RMS error"]
+    if ppl:
+        header += ["PPL ± error", "PPL(Q)/PPL(F32) − 1, paired", "mean KLD, weights (NumPy)"]
+        header += ["mean KLD, llama.cpp"] * runtime_kld + ["same top p, weights (NumPy)"]
+    if check:
+        header += ["top-1 vs transformers (same weights)", "greedy match"]
+    if engines:
+        header += [f"{what} ({engine})" for engine in engines for what in ("load s", "peak RSS MiB")]
     header += [f"{test} t/s ({engine})" for engine in engines for test in tests]
     header += [f"roofline ({engine})" for engine in engines]
     rows = []
     for _, r in section.types.iterrows():
-        ppl = f"{fmt(r['ppl'], 3)} ± {fmt(r['ppl_error'], 3)}"
-        row = [
-            r["type"],
-            fmt(r["size_mib"], 1),
-            fmt(r["bits_per_weight"], 2),
-            ppl,
-            fmt(r["kld_mean"], 3, sig=True),
-            *([fmt(_get(r, "llama.cpp kld_mean"), 3, sig=True)] if runtime_kld else []),
-            fmt(r["same_top_p"], 2, percent=True),
-            fmt(r["top1_agreement"], 2, percent=True),
-            f"{int(r['greedy_match'])}/{int(r['greedy_tokens'])}",
-            fmt(_get(r, "numpy load_s"), 2),
-            fmt(_get(r, "numpy peak_rss_mib"), 0),
-        ]
+        row = [r["type"], fmt(r["size_mib"], 1), fmt(r["bits_per_weight"], 2), fmt(r["layer_bits_per_weight"], 2)]
+        row.append(fmt(r["weight_error"], 3, sig=True))
+        if ppl:
+            ratio, error = math.expm1(r["ln_ppl_ratio"]), r["ln_ppl_ratio_error"]
+            row += [
+                f"{fmt(r['ppl'], 3)} ± {fmt(r['ppl_error'], 3)}",
+                f"{100 * ratio:+.3f}% ± {100 * error:.3f}%",
+                fmt(r["kld_mean"], 3, sig=True),
+                *([fmt(_get(r, "llama.cpp kld_mean"), 3, sig=True)] if runtime_kld else []),
+                fmt(r["same_top_p"], 2, percent=True),
+            ]
+        if check:
+            row += [fmt(r["top1_agreement"], 2, percent=True), f"{int(r['greedy_match'])}/{int(r['greedy_tokens'])}"]
+        if engines:
+            for engine in engines:
+                row += [fmt(_get(r, f"{engine} load_s"), 2), fmt(_get(r, f"{engine} peak_rss_mib"), 0)]
         for engine in engines:
             for test in tests:
-                avg, sd = _get(r, f"{engine} {test}"), _get(r, f"{engine} {test} sd")
-                row.append(DASH if avg is None else f"{fmt(avg, 1)} ± {fmt(sd, 1)}")
+                row.append(speed_cell(_get(r, f"{engine} {test}"), _get(r, f"{engine} {test} sd")))
         row += [fmt(_get(r, f"{engine} roofline"), 0, percent=True) for engine in engines]
         rows.append(row)
     return header, rows
@@ -91,8 +104,12 @@ def transformers_rows(section: ModelSection) -> list[list[str]]:
         rows.append(
             [engine]
             + [
-                f"{test}: {fmt(float(r['avg_ts'].iloc[0]), 1)} ± {fmt(float(r['stddev_ts'].iloc[0]), 1)} t/s"
+                f"{test}: {speed_cell(float(r['avg_ts'].iloc[0]), float(r['stddev_ts'].iloc[0]))} t/s"
                 for test, r in e.groupby("test", sort=False)
+            ]
+            + [
+                f"load {fmt(float(e['load_s'].mean()), 2)} s",
+                f"peak RSS {fmt(e['peak_rss_bytes'].max() / 2**20, 0)} MiB",
             ]
         )
     return rows
@@ -143,9 +160,117 @@ def model_card(section: ModelSection) -> list[list[str]]:
             ],
         ]
     rows.append(["parameters", f"{section.n_parameters:,}"])
+    rows += embedding_rows(section)
     rows += [[k, str(section.hf_config[k])] for k in ARCHITECTURE_KEYS if k in section.hf_config]
     rows += [[f"tokenizer: {k}", DASH if v is None else str(v)] for k, v in section.tokenizer.items()]
     return rows
+
+
+UNQUANTIZED = ("F32", "F16", "BF16")
+
+
+def embedding_rows(section: ModelSection) -> list[list[str]]:
+    """The token embedding's share of the weights, the type the quantized files store it at, and
+    what that does to their bits per weight (the whole file against the layers' matrices alone)."""
+    f32 = section.types[section.types["type"] == "F32"]
+    if f32.empty or "token_embd.weight" not in f32.iloc[0]["tensor_sizes"]:
+        return []
+    share = f32.iloc[0]["tensor_sizes"]["token_embd.weight"] / section.n_parameters
+    tied = "tied to the output" if section.hf_config.get("tie_word_embeddings") else "the output matrix apart"
+    rows = [["token embedding", f"{fmt(share, 1, percent=True)} of the weights ({tied})"]]
+    quantized = [r for _, r in section.types.iterrows() if r["type"] not in UNQUANTIZED]
+    if quantized:
+        stored = sorted({r["tensor_types"]["token_embd.weight"] for r in quantized})
+        whole = [r["bits_per_weight"] for r in quantized]
+        layers = [r["layer_bits_per_weight"] for r in quantized]
+        rows.append(
+            [
+                "bits per weight, quantized files",
+                f"the embedding stored as {', '.join(stored)}: {min(whole):.2f}–{max(whole):.2f} for the whole "
+                f"file, {min(layers):.2f}–{max(layers):.2f} for the layers' matrices alone",
+            ]
+        )
+    return rows
+
+
+def answer_table(sections: list[ModelSection], max_kld: float) -> tuple[list[str], list[list[str]]]:
+    """The page's answer to its title, one row per question, each naming the model and file it comes
+    from: the smallest file within `max_kld` of F32 (and its size at true scale where a model of
+    another size converted the same type), the fastest decode per runtime among steady rows, and
+    what the sampling presets do."""
+    header = ["question", "answer", "measured on"]
+    rows = []
+    for s in sections:
+        if not has(s, "kld_mean"):
+            continue
+        kld = s.types[["kld_mean", "llama.cpp kld_mean"]].max(axis=1) if has_runtime_kld(s) else s.types["kld_mean"]
+        within = s.types[kld <= max_kld].sort_values("size_mib")
+        if within.empty:
+            rows.append([f"smallest file within mean KLD {max_kld:g} of F32", "none", s.name])
+            continue
+        best = within.iloc[0]
+        answer = (
+            f"{best['type']}: {fmt(best['size_mib'], 1)} MiB, {fmt(best['bits_per_weight'], 2)} bits/weight, "
+            f"KLD {fmt(kld[best.name], 3, sig=True)}"
+        )
+        for other in sections:
+            same = other.types[other.types["type"] == best["type"]]
+            if other is not s and not same.empty:
+                o = same.iloc[0]
+                answer += (
+                    f"; at {other.name}'s size {fmt(o['size_mib'], 1)} MiB, {fmt(o['bits_per_weight'], 2)} bits/weight"
+                )
+        both = " (the larger of NumPy's and llama.cpp's)" if has_runtime_kld(s) else ""
+        rows.append([f"smallest file within mean KLD {max_kld:g} of F32{both}", answer, s.name])
+    for s in sections:
+        if s.bench.empty:
+            continue
+        for engine, e in s.bench[s.bench["test"].str.startswith("tg")].groupby("engine", sort=False):
+            steady = e[e["stddev_ts"] < NOISY * e["avg_ts"]]
+            question = f"fastest decode, {engine}"
+            if steady.empty:
+                rows.append([question, f"no row steady enough to say (spread ≥ {NOISY:.0%} of the mean)", s.name])
+                continue
+            r = steady.loc[steady["avg_ts"].idxmax()]
+            roofline = (
+                ""
+                if r["ceiling_share"] is None or math.isnan(r["ceiling_share"])
+                else (f", {fmt(r['ceiling_share'], 0, percent=True)} of the bandwidth roofline")
+            )
+            answer = f"{r['model_type']}: {speed_cell(r['avg_ts'], r['stddev_ts'])} t/s ({r['test']}){roofline}"
+            rows.append([question, answer, s.name])
+    for s in sections:
+        for file_type, frame in list(s.sweeps.items())[:1]:
+            presets = frame[(frame["grid"] == "presets-x-thinking") & frame["thinking"].eq(True)]
+            parts = []
+            for preset, r in presets.groupby("preset", sort=False):
+                first = r.iloc[0]
+                parts.append(
+                    f"{preset} (T {first['temperature']:g}, top-p {first['top_p']:g}, top-k {int(first['top_k'])}): "
+                    f"distinct-2 {fmt(r['distinct_2'].mean(), 2)}, entropy {fmt(r['mean_entropy'].mean(), 2)} nats, "
+                    f"p(chosen) {fmt(r['mean_chosen_prob'].mean(), 2)}"
+                )
+            if parts:
+                rows.append(["the sampling presets, thinking on", "; ".join(parts), f"{s.name} {file_type}"])
+    return header, rows
+
+
+def weight_error_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
+    """Relative RMS error per kind of matrix (mean over layers) and file type, as quantize-stats
+    reports it per tensor: which tensors a mix spends its bits on."""
+    types = [r for _, r in section.types.iterrows() if r["type"] != "F32"]
+    header = ["matrix"] + [r["type"] for r in types]
+    rows = []
+    for kind in ("token_embd",) + TENSOR_KINDS:
+
+        def mean(errors: dict[str, float]) -> float:
+            values = [
+                e for n, e in errors.items() if (n.split(".")[2] if n.startswith("blk.") else n.split(".")[0]) == kind
+            ]
+            return sum(values) / len(values) if values else float("nan")
+
+        rows.append([kind] + [fmt(mean(r["tensor_errors"]), 3, sig=True) for r in types])
+    return header, rows
 
 
 def sweep_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:

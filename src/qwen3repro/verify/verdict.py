@@ -37,8 +37,9 @@ def load_reference(path: Path | str) -> dict | None:
 
 
 def recipe(spec: dict) -> dict:
-    """The parts of a model's config entry that decide its bytes (not its description)."""
-    return {k: v for k, v in spec.items() if k != "description"}
+    """The parts of a model's config entry that decide its bytes (not its description, nor the stages
+    it goes through)."""
+    return {k: v for k, v in spec.items() if k not in ("description", "stages")}
 
 
 def file_hashes(model_dir: Path, gguf_dir: Path, model: str) -> dict[str, str]:
