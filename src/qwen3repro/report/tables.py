@@ -232,12 +232,19 @@ def answer_table(sections: list[ModelSection], max_kld: float) -> tuple[list[str
                 rows.append([question, f"no row steady enough to say (spread ≥ {NOISY:.0%} of the mean)", s.name])
                 continue
             r = steady.loc[steady["avg_ts"].idxmax()]
+            noisy = e[(e["stddev_ts"] >= NOISY * e["avg_ts"]) & (e["avg_ts"] > r["avg_ts"])]
             roofline = (
                 ""
                 if r["ceiling_share"] is None or math.isnan(r["ceiling_share"])
                 else (f", {fmt(r['ceiling_share'], 0, percent=True)} of the bandwidth roofline")
             )
             answer = f"{r['model_type']}: {speed_cell(r['avg_ts'], r['stddev_ts'])} t/s ({r['test']}){roofline}"
+            if not noisy.empty:
+                faster = ", ".join(
+                    f"{t} {fmt(avg, 1)} ± {fmt(sd, 1)}"
+                    for t, avg, sd in noisy[["model_type", "avg_ts", "stddev_ts"]].to_numpy()
+                )
+                answer += f"; measured faster but too noisy to rank: {faster}"
             rows.append([question, answer, s.name])
     for s in sections:
         for file_type, frame in list(s.sweeps.items())[:1]:
