@@ -205,7 +205,9 @@ def speed(bench) -> bytes | None:
         axis.set_yticks(range(len(keys)), [f"{t} · {e}" for t, e in keys], fontsize=7)
         axis.set_ylim(len(keys) - 0.5, -0.5)
         axis.set(title=test, xlabel="tokens / s (mean ± sd)")
-        axis.margins(x=0.12)
+        # room inside the axes for the value printed after each bar
+        axis.set_xlim(0, 1.3 * float((rows["avg_ts"] + rows["stddev_ts"]).max()))
+    fig.subplots_adjust(wspace=0.6)
     axes[0][-1].legend(
         [Patch(color=colour[e]) for e in engines], engines, fontsize=7, loc="lower right", framealpha=0.9
     )
