@@ -21,6 +21,9 @@ def test_labels_of_crowded_points_do_not_overlap_and_coinciding_points_are_label
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in texts] + [axis.title.get_window_extent(renderer)]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    # nor does a label cover a point
+    for px, py in axis.transData.transform([(x, y) for x, y, _ in points]):
+        assert not any(box.contains(px, py) for box in boxes[:-1]), (px, py)
     plt.close(fig)
 
 

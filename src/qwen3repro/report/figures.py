@@ -40,10 +40,17 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def label_points(axis, points) -> list:
+# half the side of the square a scatter marker (matplotlib's default size) covers, in pixels at the report's dpi
+MARKER_PX = 4
+
+
+def label_points(axis, points, avoid=()) -> list:
     """One label per distinct point, the names of points that coincide (to the plot's resolution)
-    joined; a label that would overlap one already placed moves up or down in steps of its height
-    until it does not, with a leader line back to its point. Returns the labels' texts."""
+    joined; a label that would cover a point (these and `avoid`, other markers in data coordinates),
+    the title or a label already placed moves up or down in steps of its height until it does not,
+    with a leader line back to its point. Returns the labels' texts."""
+    from matplotlib.transforms import Bbox
+
     merged: dict[tuple, list] = {}
     for x, y, name in points:
         if not (np.isfinite(x) and np.isfinite(y)):
@@ -51,7 +58,14 @@ def label_points(axis, points) -> list:
         key = (round(float(x), 2), float(f"{float(y):.3g}"))
         merged.setdefault(key, [float(x), float(y), []])[2].append(str(name))
     renderer = axis.figure.canvas.get_renderer()
-    placed, texts = [axis.title.get_window_extent(renderer)], []
+    spots = [(x, y) for x, y, _ in merged.values()] + [(float(x), float(y)) for x, y in avoid]
+    pixels = axis.transData.transform(spots) if spots else np.empty((0, 2))
+    markers = [
+        Bbox.from_bounds(px - MARKER_PX, py - MARKER_PX, 2 * MARKER_PX, 2 * MARKER_PX)
+        for px, py in pixels
+        if np.isfinite(px) and np.isfinite(py)
+    ]
+    placed, texts = [axis.title.get_window_extent(renderer), *markers], []
     for x, y, names in sorted(merged.values(), key=lambda p: (p[0], p[1])):
         text = axis.annotate(", ".join(names), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
         height = text.get_window_extent(renderer).height * 72 / axis.figure.dpi + 1
@@ -86,7 +100,7 @@ def quality_vs_bits(types) -> bytes | None:
     if rows.empty:
         return None
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5.4))
     x = rows["layer_bits_per_weight"]
     a.errorbar(x, 100 * rows["ln_ppl_ratio"], yerr=100 * rows["ln_ppl_ratio_error"], fmt="o", capsize=3)
     a.axhline(0, color="0.5", lw=0.8)
@@ -98,6 +112,7 @@ def quality_vs_bits(types) -> bytes | None:
     fig.canvas.draw()
     label_points(a, zip(x, 100 * rows["ln_ppl_ratio"], rows["type"]))
     kld = rows[rows["kld_mean"] > 0]
+    runtime = None
     b.scatter(kld["layer_bits_per_weight"], kld["kld_mean"], color="C3", label="weights (NumPy engine, float32)")
     if "llama.cpp kld_mean" in rows and rows["llama.cpp kld_mean"].notna().any():
         runtime = rows[rows["llama.cpp kld_mean"] > 0]
@@ -115,7 +130,8 @@ def quality_vs_bits(types) -> bytes | None:
         xlabel="bits per weight of the layers' matrices", ylabel="mean KL(F32 || type)", title="KL divergence from F32"
     )
     fig.canvas.draw()
-    label_points(b, zip(kld["layer_bits_per_weight"], kld["kld_mean"], kld["type"]))
+    others = list(zip(runtime["layer_bits_per_weight"], runtime["llama.cpp kld_mean"])) if runtime is not None else []
+    label_points(b, zip(kld["layer_bits_per_weight"], kld["kld_mean"], kld["type"]), avoid=others)
     return _png(fig)
 
 
