@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 
+from qwen3repro.report.tables import NOISY
 from qwen3repro.sweep import traces
 
 
@@ -213,7 +214,7 @@ def speed(bench) -> bytes | None:
             if key not in rows.index:
                 continue
             avg, sd = float(rows.loc[key, "avg_ts"]), float(rows.loc[key, "stddev_ts"])
-            if sd < 0.1 * avg:
+            if sd < NOISY * avg:
                 axis.barh(y, avg, 0.7, xerr=sd, color=colour[key[1]])
                 axis.text(avg + sd + 0.01 * top, y, f"{avg:.1f}", va="center", fontsize=7)
             else:
@@ -236,7 +237,7 @@ def roofline(bench) -> bytes | None:
     if bench is None or bench.empty or "bytes_per_token" not in bench:
         return None
     rows = bench[bench["test"].str.startswith("tg") & bench["bytes_per_token"].notna() & bench["bandwidth_gbs"].notna()]
-    rows = rows[rows["stddev_ts"] < 0.1 * rows["avg_ts"]]
+    rows = rows[rows["stddev_ts"] < NOISY * rows["avg_ts"]]
     if rows.empty:
         return None
     plt = _pyplot()
