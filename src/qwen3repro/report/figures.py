@@ -58,6 +58,7 @@ def label_points(axis, points, avoid=()) -> list:
             continue
         key = (round(float(x), 2), float(f"{float(y):.3g}"))
         merged.setdefault(key, [float(x), float(y), []])[2].append(str(name))
+    axis.figure.canvas.draw()  # the axes' limits and scales settle only when drawn
     renderer = axis.figure.canvas.get_renderer()
     spots = [(x, y) for x, y, _ in merged.values()] + [(float(x), float(y)) for x, y in avoid]
     pixels = axis.transData.transform(spots) if spots else np.empty((0, 2))
@@ -68,23 +69,19 @@ def label_points(axis, points, avoid=()) -> list:
     ]
     placed, texts = [axis.title.get_window_extent(renderer), *markers], []
     for x, y, names in sorted(merged.values(), key=lambda p: (p[0], p[1])):
-        text = axis.annotate(", ".join(names), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        label = ", ".join(names)
+        text = axis.annotate(label, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
         height = text.get_window_extent(renderer).height * 72 / axis.figure.dpi + 1
         for step in range(1, 200):
-            box = text.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
+            if not any(text.get_window_extent(renderer).overlaps(other) for other in placed):
                 break
-            shift = (step + 1) // 2 * height * (1 if step % 2 else -1)
-            text.set_position((4, 3 + shift))
-        if text.get_position() != (4, 3):
+            text.set_position((4, 3 + (step + 1) // 2 * height * (1 if step % 2 else -1)))
+        if text.get_position() != (4, 3):  # moved: drawn again with a leader line back to its point
+            offset = text.get_position()
             text.remove()
+            leader = {"arrowstyle": "-", "color": "0.6", "lw": 0.5}
             text = axis.annotate(
-                ", ".join(names),
-                (x, y),
-                xytext=text.get_position(),
-                textcoords="offset points",
-                fontsize=7,
-                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5},
+                label, (x, y), xytext=offset, textcoords="offset points", fontsize=7, arrowprops=leader
             )
         placed.append(text.get_window_extent(renderer))
         texts.append(text)
@@ -110,7 +107,6 @@ def quality_vs_bits(types) -> bytes | None:
         ylabel="100 × ln(PPL(Q) / PPL(F32))  (≈ % more perplexity)",
         title="Perplexity, paired with F32 on the same tokens (± paired error)",
     )
-    fig.canvas.draw()
     label_points(a, zip(x, 100 * rows["ln_ppl_ratio"], rows["type"]))
     kld = rows[rows["kld_mean"] > 0]
     runtime = None
@@ -130,7 +126,6 @@ def quality_vs_bits(types) -> bytes | None:
     b.set(
         xlabel="bits per weight of the layers' matrices", ylabel="mean KL(F32 || type)", title="KL divergence from F32"
     )
-    fig.canvas.draw()
     others = list(zip(runtime["layer_bits_per_weight"], runtime["llama.cpp kld_mean"])) if runtime is not None else []
     label_points(b, zip(kld["layer_bits_per_weight"], kld["kld_mean"], kld["type"]), avoid=others)
     return _png(fig)
@@ -150,14 +145,12 @@ def size_vs_bits(types) -> bytes | None:
     a.yaxis.set_minor_formatter(_plain_ticks(minor=True))
     for axis in (a, b):
         _bits_axis(axis, types["bits_per_weight"])
-    fig.canvas.draw()
     label_points(a, zip(types["bits_per_weight"], types["size_mib"], types["type"]))
     lossy = types[types["weight_error"] > 0]
     b.scatter(lossy["bits_per_weight"], lossy["weight_error"], color="C3")
     b.set(xlabel="bits per weight (whole file)", ylabel="relative RMS error", title="The weights' quantization error")
     if not lossy.empty:
         b.set_yscale("log")
-    fig.canvas.draw()
     label_points(b, zip(lossy["bits_per_weight"], lossy["weight_error"], lossy["type"]))
     return _png(fig)
 
@@ -260,7 +253,6 @@ def roofline(bench) -> bytes | None:
         ticks.set_major_formatter(_plain_ticks())
         ticks.set_minor_formatter(_plain_ticks(minor=True))
     axis.legend(fontsize=7)
-    fig.canvas.draw()
     label_points(axis, zip(gb, rows["avg_ts"], rows["model_type"] + " " + rows["engine"]))
     return _png(fig)
 

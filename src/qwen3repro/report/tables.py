@@ -32,8 +32,7 @@ def _get(row, key):
 
 def has_runtime_kld(section: ModelSection) -> bool:
     """Whether the perplexity stage measured llama.cpp's KLD too (perplexity.runtimes)."""
-    column = section.types.get("llama.cpp kld_mean")
-    return column is not None and bool(column.notna().any())
+    return has(section, "llama.cpp kld_mean")
 
 
 def has(section: ModelSection, column: str) -> bool:
@@ -83,9 +82,8 @@ def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
             ]
         if check:
             row += [fmt(r["top1_agreement"], 2, percent=True), f"{int(r['greedy_match'])}/{int(r['greedy_tokens'])}"]
-        if engines:
-            for engine in engines:
-                row += [fmt(_get(r, f"{engine} load_s"), 2), fmt(_get(r, f"{engine} peak_rss_mib"), 0)]
+        for engine in engines:
+            row += [fmt(_get(r, f"{engine} load_s"), 2), fmt(_get(r, f"{engine} peak_rss_mib"), 0)]
         for engine in engines:
             for test in tests:
                 row.append(speed_cell(_get(r, f"{engine} {test}"), _get(r, f"{engine} {test} sd")))
