@@ -5,7 +5,7 @@ import pytest
 
 from qwen3repro.engine import generate as generate_module
 from qwen3repro.engine.batch import generate_all
-from qwen3repro.engine.generate import Generator, Request
+from qwen3repro.engine.generate import Generator, PromptStore, Request
 from qwen3repro.engine.lookup import propose
 from qwen3repro.engine.qwen3 import rows_times_transposed
 from qwen3repro.engine.sampler import PRESETS, SamplingParams
@@ -67,17 +67,44 @@ def test_a_batched_sweep_gives_the_rows_of_one_at_a_time_but_for_timings(tiny_f3
     import pandas as pd
     from test_sweep import small_settings
 
-    from qwen3repro.sweep.runner import TIMING_COLUMNS, run_sweep
+    from qwen3repro.sweep.runner import RUN_COLUMNS, run_sweep
 
     settings = small_settings()
     settings["seeds"] = [0, 1, 2]
     one, generations_one = run_sweep(tiny_f32, settings, lanes=1)
     many, generations_many = run_sweep(tiny_f32, settings, lanes=4)
-    a = pd.DataFrame(one).drop(columns=TIMING_COLUMNS)
-    b = pd.DataFrame(many).drop(columns=TIMING_COLUMNS)
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    a, b = pd.DataFrame(one), pd.DataFrame(many)
+    pd.testing.assert_frame_equal(a.drop(columns=RUN_COLUMNS), b.drop(columns=RUN_COLUMNS), check_exact=True)
     assert generations_one == generations_many
-    assert (a["reused_tokens"] > 0).any()  # multi-turn reused its lane's cache in the batch too
+    turns = a["turn"].notna()
+    assert (a["reused_tokens"][turns] > 0).any()  # multi-turn reused its lane's cache, in the batch too
+    assert a["reused_tokens"][turns].equals(b["reused_tokens"][turns])
+    # one at a time every single-turn prompt is prefilled; batched, each distinct prompt once, and
+    # every later generation of it copies the stored keys and values
+    single = b[~turns]
+    assert (a["reused_tokens"][~turns] == 0).all()
+    copied = single["reused_tokens"] == single["context_tokens"]
+    assert (~copied).sum() == single.groupby(["prompt", "thinking"]).ngroups and copied.sum() > 0
+
+
+def test_a_prompt_from_the_store_is_bitwise_its_own_prefill_and_the_store_keeps_to_its_size(tiny_f32):
+    g = Generator.from_gguf(tiny_f32, n_ctx=256, lanes=3, prompt_store=PromptStore())
+    prompt = g.tokenizer.encode(PROMPTS[0] + " there was a kingdom by the sea")
+    prefilled, reused = g.prefill(prompt, lane=0, share=True)
+    copied, copied_reused = g.prefill(prompt, lane=1, share=True)
+    assert (reused, copied_reused) == (0, len(prompt))
+    assert np.array_equal(prefilled, copied)
+    for a, b in zip(g.model.cache(0, len(prompt)), g.model.cache(1, len(prompt))):
+        assert np.array_equal(a, b)
+    # a lane that holds the prompt's start reuses its own cache, as it does without a store
+    g.prefill(prompt[:5], lane=2)
+    assert g.prefill(prompt, lane=2, share=True)[1] == 5
+    # past its size the store lets the least recently used prompt go
+    entry = sum(a.nbytes for a in g.prompt_store.get(prompt))
+    g.prompt_store.max_bytes = entry + 1
+    other = g.tokenizer.encode(PROMPTS[1])
+    g.prefill(other, lane=0, share=True)
+    assert g.prompt_store.get(prompt) is None and g.prompt_store.get(other) is not None
 
 
 def test_propose_takes_what_followed_the_latest_longest_match():

@@ -110,3 +110,37 @@ def test_qwen3_presets():
 def test_invalid_values_are_one_line_errors(bad, message):
     with pytest.raises(UserError, match=message):
         SamplingParams(**bad)
+
+
+def filtered_by_a_full_sort(x: np.ndarray, params: SamplingParams) -> list[int]:
+    """The filters the slow way: a stable sort of the whole vocabulary (equal values, lower id first)."""
+    probs = np.exp(x.astype(np.float64) / params.temperature - (x.max() / params.temperature))
+    probs /= probs.sum()
+    ids = np.argsort(-probs, kind="stable")
+    if 0 < params.top_k < len(ids):
+        ids = ids[: params.top_k]
+    if params.top_p < 1.0:
+        cumulative = np.cumsum(probs[ids]) / probs[ids].sum()
+        ids = ids[: int(np.searchsorted(cumulative, params.top_p * (1 - 1e-12), side="left")) + 1]
+    return [i for i in ids.tolist() if probs[i] >= params.min_p * probs[ids[0]]]
+
+
+@pytest.mark.parametrize("flatness", [0.05, 1.0, 6.0])
+def test_filters_keep_the_prefix_of_a_full_sort_with_ties_at_the_edge_to_the_lower_id(flatness):
+    # the filters sort only as much of the vocabulary as they keep; ties (repeated logits, banned
+    # tokens) must still fall as a stable sort of all 151,936 would put them
+    rng = np.random.default_rng(7)
+    x = (rng.normal(0, flatness, 151_936)).astype(np.float32)
+    x[rng.integers(0, len(x), 2000)] = np.float32(x.max() - flatness)  # a tie that straddles top-k's edge
+    x[rng.integers(0, len(x), 3000)] = -np.inf
+    for params in [
+        SamplingParams(temperature=0.6, top_k=20, top_p=0.95),
+        SamplingParams(temperature=1.5, top_k=0, top_p=0.8),
+        SamplingParams(temperature=0.7, top_k=0, top_p=1.0, min_p=0.05),
+        SamplingParams(temperature=1.0, top_k=500, top_p=0.9, min_p=0.01),
+    ]:
+        d = filter_distribution(x, params)
+        expected = filtered_by_a_full_sort(x, params)
+        assert len(d.ids) == len(expected), params
+        # the boundary of top-p may move by one where the cumulative sum rounds otherwise
+        assert d.ids.tolist()[: len(expected) - 1] == expected[:-1], params

@@ -129,11 +129,16 @@ def sweep_positions(settings: dict) -> int:
 
 def sweep_mb(gguf: Path | str, settings: dict) -> int:
     """The engine's weights, and per lane (a generation in flight) a KV cache as long as the longest
-    generation and a row of logits."""
+    generation and a row of logits; batched, the prompt store too: each single-turn prompt, with
+    thinking on and off, prefilled once (its keys and values and the logits after it)."""
+    from qwen3repro.engine.generate import PROMPT_STORE_BYTES
+
     if not Path(gguf).exists():
         return PLACEHOLDER_MB
     kv, logits = kv_and_logits_bytes(gguf)
-    return gguf_mb(gguf) + settings.get("lanes", 1) * (sweep_positions(settings) * kv + logits) // MiB
+    lanes, one = settings.get("lanes", 1), sweep_positions(settings) * kv + logits
+    stored = 0 if lanes == 1 else min(PROMPT_STORE_BYTES, 2 * len(settings.get("prompts", [])) * one)
+    return gguf_mb(gguf) + (lanes * one + stored) // MiB
 
 
 def samples_mb(gguf: Path | str, trained: bool) -> int:

@@ -3,6 +3,8 @@
 The generator remembers which tokens each KV cache (lane) holds. A new prompt that starts with the
 same tokens (the next turn of a conversation, the same system prompt) is prefilled only from where
 it differs, which is how llama.cpp's server and qwen3.c's multi-turn mode avoid re-reading history.
+A prompt store (PromptStore) goes further, across lanes: a prompt prefilled from an empty cache is
+kept, and the next generation of the same prompt copies its keys and values instead.
 One generation in flight is a `Sequence`; `Generator.generate` runs one, with prompt-lookup drafting
 if asked (lookup.py), and batch.py runs many together.
 """
@@ -10,6 +12,7 @@ if asked (lookup.py), and batch.py runs many together.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -26,6 +29,7 @@ from qwen3repro.errors import UserError
 PREFILL_CHUNK = 512  # attention scores of a chunk are [heads, chunk, context]: this bounds their memory
 # llama.cpp ends generation on these texts too when the GGUF names no end-of-turn token
 END_OF_GENERATION = ("<|im_end|>", "<|endoftext|>")
+PROMPT_STORE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -47,7 +51,7 @@ class Result:
     @property
     def prefill_tokens_per_s(self) -> float:
         n = self.prompt_tokens - self.reused_tokens
-        return n / self.prefill_s if self.prefill_s > 0 else float("nan")
+        return n / self.prefill_s if n > 0 and self.prefill_s > 0 else float("nan")
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -83,7 +87,8 @@ class Request:
     """One generation: sample up to max_new_tokens after the prompt. `observe` sees every step's
     distribution (see Sampler); `banned` token ids get no probability at all; `forced` tokens are
     taken instead of the draws (another model's text, to compare distributions on one context);
-    `fresh` prefills from an empty cache, so that timings compare, instead of reusing its prefix."""
+    `fresh` prefills from an empty cache, so that timings compare, instead of reusing its prefix;
+    `share` takes the prompt from the generator's prompt store where it holds it (no prefill)."""
 
     prompt: list[int]
     params: SamplingParams
@@ -92,6 +97,29 @@ class Request:
     banned: Iterable[int] = ()
     forced: list[int] | None = None
     fresh: bool = False
+    share: bool = False
+
+
+class PromptStore:
+    """Prompts prefilled from an empty cache: their keys and values per layer and the logits after
+    them, by their tokens, the least recently used going first past `max_bytes`. Such a prefill
+    depends on the prompt alone, so copying it into another lane's cache is bitwise what prefilling
+    it there would compute (what serving engines call prefix caching, for whole prompts)."""
+
+    def __init__(self, max_bytes: int = PROMPT_STORE_BYTES):
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+
+    def get(self, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        entry = self.entries.get(tuple(prompt))
+        if entry is not None:
+            self.entries.move_to_end(tuple(prompt))
+        return entry
+
+    def put(self, prompt: list[int], keys: np.ndarray, values: np.ndarray, logits: np.ndarray) -> None:
+        self.entries[tuple(prompt)] = (keys.copy(), values.copy(), logits.copy())
+        while self.entries and sum(a.nbytes for e in self.entries.values() for a in e) > self.max_bytes:
+            self.entries.popitem(last=False)
 
 
 class Sequence:
@@ -126,7 +154,7 @@ class Sequence:
         self.started = time.perf_counter()
         if self.request.fresh:
             self.generator.lane_tokens[self.lane] = []
-        self.logits, self.reused = self.generator.prefill(list(self.request.prompt), lane=self.lane)
+        self.logits, self.reused = self.generator.prefill(list(self.request.prompt), self.lane, self.request.share)
         self.prefill_s = time.perf_counter() - self.started
 
     def take(self) -> int:
@@ -172,10 +200,13 @@ class Sequence:
 
 
 class Generator:
-    def __init__(self, model: Qwen3, tokenizer: Tokenizer, template: str | None):
+    def __init__(
+        self, model: Qwen3, tokenizer: Tokenizer, template: str | None, prompt_store: PromptStore | None = None
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
+        self.prompt_store = prompt_store  # for requests that `share`
         # per lane, the tokens whose keys and values its cache holds, in order
         self.lane_tokens: list[list[int]] = [[] for _ in range(model.lanes)]
         self.stop_ids = {tokenizer.eos_id} | {tokenizer.vocab[t] for t in END_OF_GENERATION if t in tokenizer.vocab}
@@ -184,9 +215,12 @@ class Generator:
             self.stop_ids.add(eot)
 
     @classmethod
-    def from_gguf(cls, path: Path | str, n_ctx: int = 4096, lanes: int = 1) -> "Generator":
+    def from_gguf(
+        cls, path: Path | str, n_ctx: int = 4096, lanes: int = 1, prompt_store: PromptStore | None = None
+    ) -> "Generator":
         model = Qwen3(path, n_ctx=n_ctx, lanes=lanes)
-        return cls(model, Tokenizer.from_gguf(model.file), model.file.fields.get("tokenizer.chat_template"))
+        template = model.file.fields.get("tokenizer.chat_template")
+        return cls(model, Tokenizer.from_gguf(model.file), template, prompt_store)
 
     @property
     def cached(self) -> list[int]:
@@ -216,9 +250,10 @@ class Generator:
         return [] if thinking or think is None else [think]
 
     # ------------------------------------------------------------------ running
-    def prefill(self, prompt: list[int], lane: int = 0) -> tuple[np.ndarray, int]:
+    def prefill(self, prompt: list[int], lane: int = 0, share: bool = False) -> tuple[np.ndarray, int]:
         """Logits after the prompt, computing only what the lane's cache does not already hold;
-        returns them and the number of prompt tokens reused."""
+        returns them and the number of prompt tokens reused. With `share`, a prompt the lane holds
+        none of comes from the prompt store if it is there, and goes into it if not."""
         if not prompt:
             raise UserError("the prompt is empty")
         if len(prompt) >= self.model.n_ctx:
@@ -230,11 +265,19 @@ class Generator:
                 break
             reused += 1
         del cached[reused:]
+        store = self.prompt_store if share and reused == 0 else None
+        if store is not None and (stored := store.get(prompt)) is not None:
+            keys, values, logits = stored
+            self.model.set_cache(lane, keys, values)
+            cached.extend(prompt)
+            return logits.copy(), len(prompt)
         logits = None
         for start in range(reused, len(prompt), PREFILL_CHUNK):
             chunk = prompt[start : start + PREFILL_CHUNK]
             logits = self.model.forward(chunk, start=start, last_only=True, lane=lane)[0]
             cached.extend(chunk)
+        if store is not None:
+            store.put(prompt, *self.model.cache(lane, len(prompt)), logits)
         return logits, reused
 
     def generate(

@@ -160,6 +160,15 @@ class Qwen3:
     def v_cache(self) -> np.ndarray:
         return self.v_caches[0]
 
+    def cache(self, lane: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The keys and values of the lane's first n positions, [layers, n, kv_heads, head_dim] each (views)."""
+        return self.k_caches[lane][:, :n], self.v_caches[lane][:, :n]
+
+    def set_cache(self, lane: int, keys: np.ndarray, values: np.ndarray) -> None:
+        """Put keys and values (as `cache` gives them) at the lane's first positions."""
+        self.k_caches[lane][:, : keys.shape[1]] = keys
+        self.v_caches[lane][:, : values.shape[1]] = values
+
     def _check(self, tokens, start: int) -> np.ndarray:
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if len(tokens) == 0:

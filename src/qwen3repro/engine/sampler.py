@@ -92,14 +92,38 @@ class Filtered:
 
 
 def most_likely(values: np.ndarray, n: int) -> np.ndarray:
-    """The indices of the n largest values, largest first: a partition, then a sort of only those."""
-    ids = np.argpartition(-values, n - 1)[:n] if n < len(values) else np.arange(len(values))
-    keys = -values[ids]
-    order = np.argsort(keys)  # half the time of a stable sort over the whole vocabulary
-    ranked = keys[order]
-    if (ranked[1:] == ranked[:-1]).any():  # equal values (underflowed, banned): lower index first, as always
-        order = np.argsort(keys, kind="stable")
-    return ids[order]
+    """The indices of the n largest values, largest first, equal values lower index first: the
+    first n of a stable sort of -values, from a partition and a sort of only those n."""
+    if n >= len(values):
+        order = np.argsort(-values)  # a quarter of the time of a stable sort
+        ranked = values[order]
+        tied = ranked[1:] == ranked[:-1]
+        if tied.any():  # equal values (equal logits, underflowed, banned): lower index first
+            rank = np.concatenate([[0], np.cumsum(~tied)])  # equal values share a rank
+            bits = len(values).bit_length()
+            order = np.sort((rank << bits) | order) & ((1 << bits) - 1)  # by rank, then index
+        return order
+    edge = values[np.argpartition(-values, n - 1)[n - 1]]  # the n-th largest value
+    above = np.flatnonzero(values > edge)
+    ids = np.concatenate([above, np.flatnonzero(values == edge)[: n - len(above)]])  # ties at the edge: lowest ids
+    return ids[np.argsort(-values[ids], kind="stable")]
+
+
+def nucleus(probs: np.ndarray, top_p: float, total: float) -> np.ndarray:
+    """The smallest most-likely-first prefix whose mass reaches top_p * total (at least one id).
+    It is sought among the 64 most likely first, then among as many as the mass still missing
+    needs at the least (every token further down is at most as likely as the last one taken),
+    twice over: a flat distribution goes to a sort of the whole vocabulary in one step."""
+    n = 64
+    while True:
+        ids = most_likely(probs, min(n, len(probs)))
+        cumulative = np.cumsum(probs[ids]) / total
+        if cumulative[-1] >= top_p or len(ids) == len(probs):
+            return ids[: int(np.searchsorted(cumulative, top_p, side="left")) + 1]
+        least = (top_p - cumulative[-1]) * total / max(probs[ids[-1]], np.finfo(probs.dtype).tiny)
+        n = max(2 * n, 2 * int(min(len(probs), len(ids) + least)))
+        if n > len(probs) // 4:
+            n = len(probs)
 
 
 def observers(*observe: Observer | None) -> Observer | None:
@@ -121,16 +145,23 @@ def filter_distribution(logits: np.ndarray, params: SamplingParams) -> Filtered:
     t = params.temperature if params.temperature > 0 else 1.0
     probs = softmax(logits / t)
     n = len(probs)
-    # top-k first also spares the full sort of 151,936 values on every step
-    ids = most_likely(probs, params.top_k if 0 < params.top_k < n else n)
+    if 0 < params.top_k < n:
+        ids = most_likely(probs, params.top_k)
+        after_k = len(ids)
+        if params.top_p < 1.0:
+            ids = ids[nucleus(probs[ids], params.top_p, probs[ids].sum())]
+        after_p = len(ids)
+    elif params.top_p < 1.0:
+        ids = nucleus(probs, params.top_p, probs.sum())
+        after_k, after_p = n, len(ids)
+    elif params.min_p > 0.0:  # min-p alone: only its survivors need sorting (the filter below keeps them)
+        above = np.flatnonzero(probs >= params.min_p * probs.max())
+        ids = above[np.argsort(-probs[above], kind="stable")]
+        after_k = after_p = n
+    else:
+        ids = most_likely(probs, n)  # nothing filtered: the draw still goes most likely first
+        after_k = after_p = n
     kept = probs[ids]
-    after_k = len(ids)
-    if params.top_p < 1.0:
-        # the smallest prefix whose mass reaches top_p (transformers keeps at least one token)
-        cumulative = np.cumsum(kept) / kept.sum()
-        keep = int(np.searchsorted(cumulative, params.top_p, side="left")) + 1
-        ids, kept = ids[:keep], kept[:keep]
-    after_p = len(ids)
     if params.min_p > 0.0:
         survive = kept >= params.min_p * kept[0]
         ids, kept = ids[survive], kept[survive]

@@ -33,20 +33,26 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 class Runner:
     """Runs cells on one GGUF file, as many generations at once as sweep.lanes (one: one at a time)."""
 
-    def __init__(self, gguf: Path | str, settings: dict, lanes: int = 1):
-        from qwen3repro.engine.generate import Generator
+    def __init__(self, gguf: Path | str, settings: dict, lanes: int = 1, share_prompts: bool = True):
+        from qwen3repro.engine.generate import Generator, PromptStore
 
         self.settings = settings
         self.max_new_tokens = settings["max_new_tokens"]
         n_ctx = settings.get("n_ctx", 2048)
-        self.generator = Generator.from_gguf(gguf, n_ctx=n_ctx, lanes=lanes)
+        # batched, a single-turn prompt is prefilled once and copied to every later generation of
+        # it (bitwise the same; its rows count it as reused); one at a time, each is prefilled
+        store = PromptStore() if lanes > 1 and share_prompts else None
+        self.generator = Generator.from_gguf(gguf, n_ctx=n_ctx, lanes=lanes, prompt_store=store)
         vocab = self.generator.tokenizer.vocab
         self.think_open, self.think_close = vocab.get(THINK_OPEN), vocab.get(THINK_CLOSE)
 
-    def request(self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None, forced=None):
+    def request(
+        self, messages: list[dict], cell: dict, seed: int, fresh: bool = True, observe=None, forced=None, share=False
+    ):
         """The prompt, the request and the statistics collector of one generation of a cell; `observe`
-        (a sampler observer) also sees every step; `forced` tokens replace the draws. Every
-        single-turn run starts from an empty cache (fresh), so that timings compare."""
+        (a sampler observer) also sees every step; `forced` tokens replace the draws; `share` takes
+        the prompt from the prompt store where it is there. Every single-turn run starts from an
+        empty cache (fresh), so that timings compare."""
         g = self.generator
         prompt = g.chat_prompt(messages, thinking=cell["thinking"])
         stats = StepStats()
@@ -58,6 +64,7 @@ class Runner:
             banned=g.thinking_ban(cell["thinking"]),
             forced=forced,
             fresh=fresh,
+            share=share,
         )
         return prompt, request, stats
 
@@ -125,7 +132,7 @@ class Runner:
     # ------------------------------------------------------------------ jobs (engine/batch.py)
     def prompt_job(self, p: dict, cell: dict, seed: int, out: list) -> Job:
         """One prompt of a single-turn cell: its row and generation go to `out`."""
-        prompt, request, stats = self.request(p["messages"], cell, seed)
+        prompt, request, stats = self.request(p["messages"], cell, seed, share=True)
         result = yield request
         row = self.row(cell, p["name"], seed, prompt, result, stats)
         out.append((row, {**_generation(row, result), "messages": p["messages"]}))
@@ -173,11 +180,13 @@ def _generation(row: dict, result) -> dict:
     }
 
 
-def run_sweep(gguf: Path | str, settings: dict, lanes: int | None = None) -> tuple[list[dict], list[dict]]:
+def run_sweep(
+    gguf: Path | str, settings: dict, lanes: int | None = None, share_prompts: bool = True
+) -> tuple[list[dict], list[dict]]:
     """(rows, generations) for every cell, prompt and seed on one file, in the grid's order; `lanes`
     (default sweep.lanes) generations run at once, and one lane runs them one at a time."""
     all_cells = check_settings(settings)
-    runner = Runner(gguf, settings, lanes=lanes or settings.get("lanes", 1))
+    runner = Runner(gguf, settings, lanes=lanes or settings.get("lanes", 1), share_prompts=share_prompts)
     outputs, jobs = [], []
     for cell in all_cells:
         for seed in settings["seeds"]:
@@ -229,6 +238,9 @@ def write_traces(
 
 
 TIMING_COLUMNS = ["prefill_s", "ttft_s", "decode_s", "decode_tokens_per_s", "ttft_full_prefill_s"]
+# what depends on how the generations ran, not on what they are: timings, and (batched) a prompt's
+# keys and values copied from the prompt store
+RUN_COLUMNS = TIMING_COLUMNS + ["reused_tokens"]
 
 
 def write_sweep(
