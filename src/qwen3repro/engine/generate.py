@@ -111,10 +111,10 @@ class PromptStore:
         self.entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def get(self, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        entry = self.entries.get(tuple(prompt))
-        if entry is not None:
-            self.entries.move_to_end(tuple(prompt))
-        return entry
+        key = tuple(prompt)
+        if key in self.entries:
+            self.entries.move_to_end(key)
+        return self.entries.get(key)
 
     def put(self, prompt: list[int], keys: np.ndarray, values: np.ndarray, logits: np.ndarray) -> None:
         self.entries[tuple(prompt)] = (keys.copy(), values.copy(), logits.copy())

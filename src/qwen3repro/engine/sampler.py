@@ -156,7 +156,7 @@ def filter_distribution(logits: np.ndarray, params: SamplingParams) -> Filtered:
         after_k, after_p = n, len(ids)
     elif params.min_p > 0.0:  # min-p alone: only its survivors need sorting (the filter below keeps them)
         above = np.flatnonzero(probs >= params.min_p * probs.max())
-        ids = above[np.argsort(-probs[above], kind="stable")]
+        ids = above[most_likely(probs[above], len(above))]
         after_k = after_p = n
     else:
         ids = most_likely(probs, n)  # nothing filtered: the draw still goes most likely first
