@@ -91,10 +91,16 @@ def test_kv_cache_decode_equals_full_recompute(tiny_f32):
     assert np.abs(np.concatenate(pieces) - full).max() <= 1e-5
 
 
-def test_a_prefill_on_two_threads_is_bitwise_the_one_thread_prefill(tiny_f32):
-    """Attention's heads and SwiGLU's rows go to threads side by side: a split, never a sum, so the
-    logits are the same to the bit (a threaded BLAS product splits its output alike)."""
+def test_a_prefill_on_two_threads_is_bitwise_the_one_thread_prefill(tiny_f32, monkeypatch):
+    """Attention's heads and the norms', RoPE's and SwiGLU's rows go to threads side by side: a
+    split, never a sum, so the logits are the same to the bit (a threaded BLAS product splits its
+    output alike). Every pass is split here, whatever its rows."""
     from threadpoolctl import threadpool_limits
+
+    from qwen3repro.engine import qwen3
+
+    for kind in qwen3.ROWS_EACH:
+        monkeypatch.setitem(qwen3.ROWS_EACH, kind, 16)
 
     tokens = prompt(150, seed=5)
     with threadpool_limits(1):
