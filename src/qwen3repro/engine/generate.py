@@ -112,9 +112,10 @@ class PromptStore:
 
     def get(self, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         key = tuple(prompt)
-        if key in self.entries:
+        entry = self.entries.get(key)
+        if entry is not None:
             self.entries.move_to_end(key)
-        return self.entries.get(key)
+        return entry
 
     def put(self, prompt: list[int], keys: np.ndarray, values: np.ndarray, logits: np.ndarray) -> None:
         self.entries[tuple(prompt)] = (keys.copy(), values.copy(), logits.copy())

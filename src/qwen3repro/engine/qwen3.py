@@ -26,8 +26,8 @@ F32 = np.float32
 QUERY_BLOCK = 64  # a prefill's queries per block of attention
 # Rows each thread must get before an element-wise pass is split among threads. Handing work to a
 # thread and back costs about 0.2 ms here, and BLAS's threads still spin for a while after each
-# product: a 128-token prefill's norms ran 3x slower split (0.42 ms against 0.13). A norm pays
-# only from about a thousand rows; q_norm/k_norm with RoPE and SwiGLU, heavier per row, from 128.
+# product: a 128-token prefill's norms ran 3x slower split (0.42 ms against 0.13), and even at
+# 512 rows no faster; q_norm/k_norm with RoPE and SwiGLU, heavier per row, paid from 128 rows.
 ROWS_EACH = {"norm": 512, "norm_and_rope": 64, "swiglu": 64}
 
 
