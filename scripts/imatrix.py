@@ -2,10 +2,8 @@
 
 from qwen3repro.convert.calibrate import write_imatrix
 from qwen3repro.rulelog import rule_log
-from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake):
-    limit_threads(snakemake.threads)
     write_imatrix(
         snakemake.input.gguf,
         snakemake.input.text,
@@ -13,4 +11,5 @@ with rule_log(snakemake):
         n_ctx=snakemake.params.n_ctx,
         chunks=snakemake.params.chunks,
         force=True,
+        threads=snakemake.threads,
     )

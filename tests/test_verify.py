@@ -113,3 +113,37 @@ def test_the_synthetic_0_6b_shape_model_is_the_one_its_committed_reference_names
     exact = load_reference(repo / "config" / "reference" / "qwen3-0.6b-shape.yaml")["exact"]
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert sha256_file(shape_model / name) == exact[f"model/{name}"], name
+
+
+def test_a_run_whose_bits_cannot_be_promised_is_held_to_the_fallback_figures_and_says_why(tmp_path):
+    """Another torch (or an unpinnable CPU): the exact hashes are not asked for, and the verdict says so."""
+    model_dir, gguf_dir, ppl_dir = tmp_path / "m", tmp_path / "gguf", tmp_path / "ppl"
+    for d in (model_dir, gguf_dir, ppl_dir):
+        d.mkdir()
+    pinned = {"pinned": True, "torch": "2.13.0+cpu", "mkl": "2024.2", "numpy": "2.4.6", "openblas": "0.3.31"}
+    manifest = {"files": {}, "final_held_out_loss": 6.01, "numerics": {**pinned, "torch": "2.14.0+cpu"}}
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    spec = {"source": "trained", "preset": "qwen3-shakespeare", "seed": 0}
+    reference = tmp_path / "m.yaml"
+    reference.write_text(
+        yaml.safe_dump(
+            {
+                "model": "m",
+                "recipe": spec,
+                "numerics": {k: v for k, v in pinned.items() if k != "pinned"},
+                "exact": {"model/model.safetensors": "0" * 64},
+                "figures": {"held_out_loss": {"value": 6.0, "tolerance": 1e-6}},
+                "fallback": {"held_out_loss": {"value": 6.0, "tolerance": 0.3}},
+            }
+        )
+    )
+    result = write_verdict("m", spec, model_dir, gguf_dir, reference, tmp_path / "v.json")
+    assert result["verdict"] == "within fallback bounds" and not result["bits_promised"]
+    assert result["summary"] == (
+        "m: bits not promised here (torch 2.14.0+cpu, the reference was made with 2.13.0+cpu), so only the "
+        "fallback figures are checked; held_out_loss 6.0100 within 0.3 of 6.0000"
+    )
+    manifest["numerics"] = pinned  # the same versions: the exact hashes are asked for, and this one differs
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="model/model.safetensors missing"):
+        write_verdict("m", spec, model_dir, gguf_dir, reference, tmp_path / "v.json")

@@ -34,6 +34,7 @@ rule check:
         "results/logs/check/{model}-{type}.log",
     benchmark:
         "results/benchmarks/check/{model}-{type}.tsv"
+    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -76,6 +77,7 @@ rule perplexity:
         "results/logs/perplexity/{model}-{type}.log",
     benchmark:
         "results/benchmarks/perplexity/{model}-{type}.tsv"
+    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1

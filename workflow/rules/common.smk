@@ -42,6 +42,12 @@ def trained(wildcards):
     return config["models"][wildcards.model]["source"] == "trained"
 
 
+def critical_path(wildcards):
+    """A trained model's jobs first: training and the checks, perplexities and sweeps that wait on
+    it are the run's longest chain, and everything else fits around them."""
+    return 1 if trained(wildcards) else 0
+
+
 # Threads come from the config, never from --cores: a cluster executor has no core count, and a
 # job's thread count is part of what it measures (the benchmarks) or computes (training).
 THREADS = config["cluster"]["threads"]

@@ -14,6 +14,7 @@ rule convert:
         "results/logs/convert/{model}-{type}.log",
     benchmark:
         "results/benchmarks/convert/{model}-{type}.tsv"
+    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: THREADS
@@ -57,6 +58,7 @@ rule imatrix:
         "results/logs/imatrix/{model}.log",
     benchmark:
         "results/benchmarks/imatrix/{model}.tsv"
+    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: THREADS

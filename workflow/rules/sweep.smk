@@ -13,6 +13,7 @@ rule sweep:
         "results/logs/sweep/{model}-{type}.log",
     benchmark:
         "results/benchmarks/sweep/{model}-{type}.tsv"
+    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -35,6 +36,7 @@ rule traces:
         "results/logs/traces/{model}-{type}.log",
     benchmark:
         "results/benchmarks/traces/{model}-{type}.tsv"
+    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1

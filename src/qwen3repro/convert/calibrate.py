@@ -9,6 +9,7 @@ is left out, as llama-imatrix leaves it by default. The file is the GGUF form ll
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -66,8 +67,30 @@ def write_imatrix(
     n_ctx: int = 512,
     chunks: int | None = None,
     force: bool = False,
+    threads: int | None = None,
 ) -> dict:
-    """Collect over the text at `text_path` with the GGUF model `gguf`, write `out`; returns a summary."""
+    """Collect over the text at `text_path` with the GGUF model `gguf`, write `out`; returns a summary.
+    The engine runs with pinned arithmetic (qwen3repro.numerics): the matrix's bytes, and so those of
+    every file quantized with it, are the same on every x86-64 CPU with AVX2."""
+    from qwen3repro import numerics
+
+    check_writable_target(Path(out), force)
+    return numerics.run_pinned(
+        "qwen3repro.convert.calibrate:collect_into",
+        threads or os.cpu_count() or 1,
+        gguf=gguf,
+        text_path=text_path,
+        out=out,
+        n_ctx=n_ctx,
+        chunks=chunks,
+        force=force,
+    )
+
+
+def collect_into(
+    gguf: Path | str, text_path: Path | str, out: Path | str, n_ctx: int, chunks: int | None, force: bool
+) -> dict:
+    """write_imatrix's work, in whatever arithmetic this process has."""
     from qwen3repro.engine.qwen3 import Qwen3
 
     out = Path(out)

@@ -75,7 +75,8 @@ def write_manifest(model_dir: Path, name: str, source: str, recipe: dict) -> Non
 
 def materialize(name: str, spec: dict, out: Path | str, force: bool = False, threads: int | None = None) -> Path:
     """Create the model directory `out` for the config entry models.<name> = spec; `threads`
-    bounds training's torch threads unless the spec's training sets them."""
+    is training's thread count unless the spec's training sets one. Training runs with pinned
+    arithmetic (qwen3repro.numerics), so its weights are the same bytes on every x86-64 CPU with AVX2."""
     out = Path(out)
     source = spec.get("source")
     if source not in SOURCES:
@@ -91,17 +92,21 @@ def materialize(name: str, spec: dict, out: Path | str, force: bool = False, thr
                 tmp, spec["preset"], spec.get("architecture"), spec.get("seed", 0), spec.get("dtype", "bfloat16")
             )
         elif source == "trained":
+            from qwen3repro import numerics
             from qwen3repro.model import train
 
-            training = {**spec.get("training", {})}
-            training["threads"] = training.get("threads") or threads
-            recipe = train.train(
-                tmp,
-                spec["preset"],
-                spec.get("architecture"),
-                spec.get("seed", 0),
-                training,
-                spec.get("dtype", "float32"),
+            training = train.check_settings(spec.get("training", {}))
+            # pinned, the thread count changes no bit: it is the job's unless the config sets it
+            training["threads"] = training["threads"] or threads or os.cpu_count() or 1
+            recipe = numerics.run_pinned(
+                "qwen3repro.model.train:train",
+                training["threads"],
+                out_dir=tmp,
+                preset=spec["preset"],
+                architecture_overrides=spec.get("architecture"),
+                seed=spec.get("seed", 0),
+                training=training,
+                dtype=spec.get("dtype", "float32"),
             )
         elif source == "hub":
             recipe = hub.download(spec["repo_id"], spec["revision"], tmp, out.with_name(f".{out.name}.download"))

@@ -10,9 +10,11 @@ on fixed windows every `eval_every` steps. The result is a Hugging Face director
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -86,19 +88,22 @@ def output_cross_entropy(hidden, weight, targets, chunk: int = 256, gradients: b
     The same value as F.cross_entropy on the full logits, computed chunk by chunk in one reused
     [vocab, chunk] buffer, with the gradients worked out on the way (softmax minus one-hot): the
     151,936-way output layer dominates training, and PyTorch's unfused path allocates and sweeps
-    the logits tensor several times over.
+    the logits tensor several times over. Its three matrix products go to NumPy's BLAS (matmul_in_parts).
     """
     import torch
 
     n = hidden.shape[0]
+    hidden, weight = hidden.detach().contiguous(), weight.detach().contiguous()
+    h_all, w = hidden.numpy(), weight.numpy()
     grad_hidden = torch.empty_like(hidden) if gradients else None
     grad_weight = torch.zeros_like(weight) if gradients else None
     buffer = hidden.new_empty(weight.shape[0], min(chunk, n))  # logits transposed: reductions run down columns
+    product = np.empty(w.shape, w.dtype) if gradients else None
     total = 0.0
     for i in range(0, n, chunk):
-        h, t = hidden[i : i + chunk], targets[i : i + chunk]
+        h, t = h_all[i : i + chunk], targets[i : i + chunk]
         logits = buffer[:, : len(t)]
-        torch.mm(weight, h.T, out=logits)
+        matmul_in_parts(w, h.T, logits.numpy())
         top = logits.amax(dim=0, keepdim=True)
         target_logits = logits[t, torch.arange(len(t))]
         logits.sub_(top).exp_()
@@ -106,12 +111,37 @@ def output_cross_entropy(hidden, weight, targets, chunk: int = 256, gradients: b
         total += float((sums.log() + top - target_logits).sum())
         if not gradients:
             continue
-        logits.div_(sums)  # softmax
-        logits[t, torch.arange(len(t))] -= 1
-        logits.div_(n)
-        grad_hidden[i : i + chunk] = logits.T @ weight
-        grad_weight.addmm_(logits, h)
+        logits.div_(sums * n)  # softmax / n, the mean's share
+        logits[t, torch.arange(len(t))] -= 1 / n
+        matmul_in_parts(logits.numpy().T, w, grad_hidden[i : i + chunk].numpy())
+        matmul_in_parts(logits.numpy(), h, product)
+        grad_weight.add_(torch.from_numpy(product))
     return total / n, grad_hidden, grad_weight
+
+
+# Pinned (qwen3repro.numerics), OpenBLAS's AVX2 kernels give the same bits on every x86-64 CPU and
+# run several times faster than MKL's one cross-vendor branch, which would triple training's time;
+# but their bits follow how a product is cut among threads. So OpenBLAS runs on one thread, and
+# each product is cut into a fixed number of row blocks computed side by side: the same bits
+# whether one thread computes the blocks or several.
+PRODUCT_PARTS = 2
+
+
+def matmul_in_parts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b, as PRODUCT_PARTS products of a's row blocks, on up to that many threads."""
+    import torch
+
+    bounds = np.linspace(0, a.shape[0], PRODUCT_PARTS + 1).astype(int)
+    threads = min(PRODUCT_PARTS, torch.get_num_threads())
+    for _ in _product_threads(threads).map(
+        lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), bounds[:-1], bounds[1:]
+    ):
+        pass
+
+
+@functools.cache
+def _product_threads(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="qwen3-train")
 
 
 def _fused_loss():

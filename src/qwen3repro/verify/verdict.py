@@ -3,9 +3,12 @@
 A reference (config/reference/<model>.yaml) names the recipe it was made from (the model's config
 entry) and what that recipe must give: `exact`, the sha256 of files that are the same bytes on
 every machine (a synthetic model's safetensors, its GGUF files; a Hub model's files at its pinned
-revision), and `figures`, measured values with the tolerance their measured spread allows (a trained
-model: its weights depend on the machine's float arithmetic, its held-out loss and perplexity within
-a bound). A run whose recipe differs from the reference's has nothing to be compared with, and says so.
+revision; a trained model's weights and files, made with pinned arithmetic), and `figures`, measured
+values with the tolerance their measured spread allows (the NumPy engine's perplexity follows the
+machine's BLAS in its last digits). A trained model's reference also names the library versions its
+bits were made with (`numerics`) and the looser `fallback` figures a run is held to where those bits
+cannot be promised (another CPU family, another torch): the verdict then says so, and why. A run
+whose recipe differs from the reference's has nothing to be compared with, and says so.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from qwen3repro.convert.tensor_plan import IMATRIX_SUFFIX
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import sha256_file, write_json_atomic, write_text_atomic
 
 TIMED = "training_curve.csv"
+# The libraries whose version decides a trained model's bits (its reference names them)
+PINNED_VERSIONS = ("torch", "mkl", "numpy", "openblas")
 
 
 def load_reference(path: Path | str) -> dict | None:
@@ -37,9 +41,12 @@ def load_reference(path: Path | str) -> dict | None:
 
 
 def recipe(spec: dict) -> dict:
-    """The parts of a model's config entry that decide its bytes (not its description, nor the stages
-    it goes through)."""
-    return {k: v for k, v in spec.items() if k not in ("description", "stages")}
+    """The parts of a model's config entry that decide its bytes: not its description, nor the stages
+    it goes through, nor training's thread count (pinned arithmetic gives the same bits at any)."""
+    kept = {k: v for k, v in spec.items() if k not in ("description", "stages")}
+    if isinstance(kept.get("training"), dict):
+        kept["training"] = {k: v for k, v in kept["training"].items() if k != "threads"}
+    return kept
 
 
 def file_hashes(model_dir: Path, gguf_dir: Path, model: str) -> dict[str, str]:
@@ -59,6 +66,27 @@ def run_figures(model_dir: Path, perplexity_dir: Path | None) -> dict[str, float
     for path in sorted(perplexity_dir.glob("*.json")) if perplexity_dir and perplexity_dir.is_dir() else []:
         figures[f"ppl/{path.stem}"] = json.loads(path.read_text("utf-8"))["perplexity"]["ppl"]
     return figures
+
+
+def run_numerics(model_dir: Path) -> dict | None:
+    """The arithmetic a trained model was made with (qwen3repro.numerics.in_force), from its manifest."""
+    return json.loads((model_dir / "manifest.json").read_text("utf-8")).get("numerics")
+
+
+def unpromised(reference: dict | None, numerics: dict | None) -> str | None:
+    """Why this run's bits cannot be held to the reference's (None where they can): its arithmetic was
+    not pinned, or a library that decides it is another version than the reference was made with."""
+    made_with = (reference or {}).get("numerics")
+    if not made_with:
+        return None
+    if numerics is None:
+        return "the model's manifest records no pinned arithmetic"
+    if not numerics.get("pinned"):
+        return numerics.get("why_not") or "its arithmetic was not pinned"
+    for name, version in made_with.items():
+        if numerics.get(name) != version:
+            return f"{name} {numerics.get(name)}, the reference was made with {version}"
+    return None
 
 
 def hub_rows(model_dir: Path, hashes: dict[str, str]) -> list[dict]:
@@ -119,8 +147,10 @@ def verdict(
     figures: dict[str, float] | None = None,
     hub: list[dict] | None = None,
     types: list[str] | None = None,
+    numerics: dict | None = None,
 ) -> dict:
-    """`hub`: a Hub model's rows against the Hub's record (hub_rows), checked with or without a reference."""
+    """`hub`: a Hub model's rows against the Hub's record (hub_rows), checked with or without a reference.
+    `numerics`: the arithmetic the model was made with (run_numerics), for a reference that names its own."""
     hub = hub or []
     if reference is not None and reference["recipe"] != recipe(spec):
         differing = sorted(
@@ -139,8 +169,11 @@ def verdict(
             "summary": f"{model}: no reference to compare with",
             "items": [],
         }
+    why_not = unpromised(reference, numerics)
+    if why_not:  # held to the looser figures alone, and said so
+        reference = {"model": reference["model"], "figures": reference.get("fallback") or {}}
     rows = hub + compare(reference or {}, hashes, figures, types)
-    parts = []
+    parts = [f"bits not promised here ({why_not}), so only the fallback figures are checked"] if why_not else []
     if hub:
         commit = (spec.get("revision") or "")[:12]
         parts.append(f"{sum(r['ok'] for r in hub)}/{len(hub)} files identical to the Hub's record at {commit}")
@@ -157,7 +190,8 @@ def verdict(
     ok = all(r["ok"] for r in rows)
     return {
         "model": model,
-        "verdict": "reproduced" if ok else "differs",
+        "verdict": ("within fallback bounds" if why_not else "reproduced") if ok else "differs",
+        "bits_promised": why_not is None,
         "items": rows,
         "summary": f"{model}: {'; '.join(parts)}",
     }
@@ -196,7 +230,9 @@ def write_verdict(
     model_dir = Path(model_dir)
     figures = run_figures(model_dir, Path(perplexity_dir) if perplexity_dir else None)
     hashes = file_hashes(model_dir, Path(gguf_dir), model)
-    result = verdict(model, spec, load_reference(reference_path), hashes, figures, hub_rows(model_dir, hashes), types)
+    reference = load_reference(reference_path)
+    numerics = run_numerics(model_dir)
+    result = verdict(model, spec, reference, hashes, figures, hub_rows(model_dir, hashes), types, numerics)
     result["reference"] = str(reference_path)
     if result["verdict"] == "differs" and strict:
         raise UserError(mismatch_line(result))
@@ -209,16 +245,23 @@ def write_reference(
 ) -> dict:
     """A reference made from a run: the recipe and the sha256 of every file it produced. For a
     synthetic model (and a Hub model: its files are fixed by the pinned revision) these are the
-    same bytes on every machine."""
+    same bytes on every machine; for a trained model, on every machine that takes the pinned
+    arithmetic, whose library versions it names. Figures and fallback figures, which need a
+    measured spread, are kept from the reference it replaces."""
+    out = Path(out)
     hashes = file_hashes(Path(model_dir), Path(gguf_dir), model)
-    # an importance matrix is float sums in the BLAS library's order, so its twins' bytes may differ by machine
-    hashes = {name: h for name, h in hashes.items() if not name.endswith(IMATRIX_SUFFIX + ".gguf")}
-    reference = {"model": model, "recipe": recipe(spec), "exact": hashes}
+    reference = {"model": model, "recipe": recipe(spec)}
+    numerics = run_numerics(Path(model_dir))
+    if numerics:
+        reference["numerics"] = {k: numerics.get(k) for k in PINNED_VERSIONS}
+    reference["exact"] = hashes
+    kept = (load_reference(out) or {}) if force else {}
+    reference.update({k: kept[k] for k in ("figures", "fallback") if k in kept})
     header = (
         f"# What a run of the model {model} must reproduce, file by file (sha256).\n"
         f"# Made by: qwen3repro reference --model {model} (from a run's results/).\n"
     )
-    write_text_atomic(Path(out), header + yaml.safe_dump(reference, sort_keys=False), force=force)
+    write_text_atomic(out, header + yaml.safe_dump(reference, sort_keys=False), force=force)
     return reference
 
 
