@@ -1,6 +1,7 @@
 # make run   set up .venv (first time only) and run the pipeline on the embedded default model, offline
 # make test  set up .venv (first time only), headless Chromium and Slurm (Debian packages, as root),
 #            llama.cpp's tools (built once from source), and run the test suite
+# make test-quick  the tests that need no pipeline run, cluster or llama.cpp build (minutes)
 # make lint  snakemake --lint, snakefmt, ruff check and ruff format --check (CI runs it)
 # make chat  chat with a GGUF model (MODEL=, SYSTEM=, THINKING=on|off, MULTI_TURN=on|off, ARGS=)
 # A second call re-installs nothing: the venv is rebuilt only when pyproject.toml changes.
@@ -13,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.qwen3repro-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test browser slurm llama-tools lint dag chat image clean
+.PHONY: setup run test test-quick browser slurm llama-tools lint dag chat image clean
 
 setup: $(STAMP)
 
@@ -37,6 +38,11 @@ run: $(STAMP)
 
 test: $(STAMP) browser slurm llama-tools
 	@$(BIN)/python -m pytest -q
+
+# The tests that need no pipeline run, retraining, cluster or llama.cpp build: a few minutes, for the
+# loop of changing one thing. CI runs everything (make test).
+test-quick: $(STAMP)
+	@$(BIN)/python -m pytest -q -m "not (pipeline or cluster or peers or slow)"
 
 # llama.cpp's own command-line tools (llama-perplexity, llama-quantize, llama-imatrix), built from the
 # llama.cpp tree that llama-cpp-python's source distribution vendors: the same version the peers

@@ -5,8 +5,9 @@ import pytest
 
 from qwen3repro.engine import generate as generate_module
 from qwen3repro.engine.batch import generate_all
-from qwen3repro.engine.generate import Generator, PromptStore, Request
+from qwen3repro.engine.generate import Generator, Request
 from qwen3repro.engine.lookup import propose
+from qwen3repro.engine.prompt_store import PromptStore
 from qwen3repro.engine.qwen3 import rows_times_transposed
 from qwen3repro.engine.sampler import PRESETS, SamplingParams
 

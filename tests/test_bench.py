@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 from qwen3repro.bench.measure import bench, bench_gguf, llama_cpp_available
 from qwen3repro.bench.tables import TIMING_FIELDS, summary_table

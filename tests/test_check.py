@@ -8,8 +8,8 @@ import pytest
 
 from qwen3repro.accuracy.check import check_file, first_divergence, gate, greedy_agreement, prompt_tokens, write_check
 from qwen3repro.config import validate_config
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 PROMPTS = [
     {

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, REPO, SHORT_CHECK
+from helpers import BIN, REPO, SHORT_CHECK
 from slurm_cluster import SlurmCluster, why_not
 
 from qwen3repro.fsutil import sha256_file

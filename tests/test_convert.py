@@ -9,15 +9,15 @@ import gguf
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_one_line_error, run_cli
 from gguf import GGMLQuantizationType as T
+from helpers import assert_one_line_error, run_cli
 
 from qwen3repro.convert import kquants, tensor_plan
 from qwen3repro.convert.converter import convert
 from qwen3repro.convert.hf_weights import SafetensorsSource
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.convert.tensor_plan import FILE_TYPES
 from qwen3repro.fsutil import sha256_file
+from qwen3repro.gguf_file import GGUFFile
 from qwen3repro.model import architecture
 
 K_FILE_TYPES = ["Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K"]

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import chromium
+from helpers import chromium
 from threadpoolctl import threadpool_limits
 
 from qwen3repro.config import load_config

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 from qwen3repro.engine.chat_template import render
 from qwen3repro.engine.generate import Generator
@@ -175,7 +175,7 @@ def run_chat(model, typed: str, *flags: str):
     """`qwen3repro chat` with `typed` as the user's input; it must exit 0."""
     import subprocess
 
-    from conftest import BIN, REPO
+    from helpers import BIN, REPO
 
     proc = subprocess.run(
         [str(BIN / "qwen3repro"), "chat", "--model", str(model), *flags],

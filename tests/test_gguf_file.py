@@ -6,8 +6,8 @@ import gguf
 import numpy as np
 import pytest
 
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from test_tokenizer import TEXTS, fuzz_texts, shakespeare_sample
 from tokenizers import Tokenizer as HFTokenizer
 
 import qwen3repro
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.engine.tokenizer import Tokenizer
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 CHINESE = (
     "子曰：学而时习之，不亦说乎？有朋自远方来，不亦乐乎？人不知而不愠，不亦君子乎？\n"

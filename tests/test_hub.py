@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import SHORT_CHECK, assert_one_line_error, run_cli, run_snakemake
+from helpers import SHORT_CHECK, assert_one_line_error, run_cli, run_snakemake
 from hub_server import HubServer, Repo, serve_directory
 
 from qwen3repro.errors import UserError
@@ -177,6 +177,7 @@ def pipeline_config(path: Path, model: dict, hub: HubServer) -> Path:
     return path
 
 
+@pytest.mark.pipeline
 def test_the_pipeline_on_a_hub_model_gives_the_same_outputs_as_on_the_local_files(
     hub, tmp_path, tiny_model, repo, monkeypatch
 ):

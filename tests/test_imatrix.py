@@ -5,14 +5,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, llama_tool, run_cli
 from gguf import GGMLQuantizationType as T
+from helpers import assert_one_line_error, llama_tool, run_cli
 from test_convert import differing_rows, edge_case_weights, peers, planned_types, rewrite_weights
 
 from qwen3repro.convert import imatrix, tensor_plan, weighted
 from qwen3repro.convert.calibrate import write_imatrix
 from qwen3repro.convert.converter import convert
-from qwen3repro.convert.reader import GGUFFile
+from qwen3repro.gguf_file import GGUFFile
 
 IMATRIX_TYPES = [t for t, (_, q) in tensor_plan.FILE_TYPES.items() if q in tensor_plan.TAKES_IMATRIX]
 PURE_TYPES = {

@@ -9,10 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import BIN, REPO, run_snakemake
+from helpers import BIN, REPO, run_snakemake
 
 from qwen3repro.fsutil import sha256_file
+
+pytestmark = pytest.mark.pipeline
 
 TARGET = "results/perplexity/qwen3-tiny/Q4_K_M.json"
 

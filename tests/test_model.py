@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pytest
-from conftest import SHARED_REFERENCE
+from helpers import SHARED_REFERENCE
 
 from qwen3repro.model import architecture, synthetic, tokenizer_files
 

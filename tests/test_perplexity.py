@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import llama_tool
+from helpers import llama_tool
 
 from qwen3repro.accuracy.perplexity import engine_logits, llama_cpp_logits, score_chunks
 from qwen3repro.errors import UserError
@@ -63,9 +63,9 @@ def test_a_text_shorter_than_two_contexts_is_refused():
 def test_f32_perplexity_equals_llama_cpps_on_the_same_chunks(tiny_f32):
     pytest.importorskip("llama_cpp", reason="the peers extra (llama-cpp-python) is not installed")
     from qwen3repro import llamacpp
-    from qwen3repro.convert.reader import GGUFFile
     from qwen3repro.engine.qwen3 import Qwen3
     from qwen3repro.engine.tokenizer import Tokenizer
+    from qwen3repro.gguf_file import GGUFFile
     from qwen3repro.model import shakespeare
 
     with GGUFFile(tiny_f32) as f:
@@ -120,7 +120,7 @@ def test_missing_base_file_and_short_corpus_are_one_line_errors(tiny_f32, tmp_pa
 
 
 def test_perplexity_command_prints_llama_perplexitys_figures_and_refuses_bad_input(tiny_f32, tmp_path):
-    from conftest import assert_one_line_error, run_cli
+    from helpers import assert_one_line_error, run_cli
 
     text = tmp_path / "text.txt"
     text.write_text(long_text())
@@ -188,6 +188,7 @@ def sharpened(model_dir: Path, out: Path, factor: float) -> Path:
     return out
 
 
+@pytest.mark.peers
 def test_the_llama_cpp_side_figures_are_llama_perplexitys_on_the_same_file_text_and_chunks(tiny_model, tmp_path):
     """The binary built from the llama.cpp tree llama-cpp-python vendors, with the same flags: F32 KV
     cache, no flash attention, one batch per chunk (and, on AMX CPUs, no repacked weights, as ours)."""

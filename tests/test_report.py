@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from conftest import chromium
+from helpers import chromium
 
 from qwen3repro.config import load_config
 from qwen3repro.errors import UserError
@@ -103,7 +103,7 @@ def test_values_a_stage_did_not_measure_are_shown_as_a_dash(run, tmp_path):
 
 
 def test_snakemakes_own_report_has_the_same_figures(run, tmp_path):
-    from conftest import run_snakemake
+    from helpers import run_snakemake
 
     workdir, _ = run
     out = tmp_path / "snakemake-report.html"

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import BIN, REPO
+from helpers import BIN, REPO
 
 from qwen3repro.config import file_variants, model_settings, runs, validate_config
 from qwen3repro.errors import UserError

@@ -93,7 +93,7 @@ def test_the_shipped_configs_have_no_clock_limit(repo):
 
 
 def test_a_zero_budget_in_the_config_is_refused_before_anything_runs(tmp_path, repo):
-    from conftest import assert_one_line_error, run_cli
+    from helpers import assert_one_line_error, run_cli
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  m:\n    source: trained\n    preset: qwen3-shakespeare\n    training: {steps: 0}\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, run_snakemake
+from helpers import BIN, run_snakemake
 from markupsafe import escape  # jinja2's own, as the page is rendered
 
 from qwen3repro.convert import imatrix
@@ -64,7 +64,7 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_ru
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["source"] == "trained" and "model.safetensors" in manifest["files"]
     assert manifest["steps_done"] == 4 and (model / "training_curve.csv").is_file()
-    assert len(list((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))) == 14 + 3  # 3 -imat twins
+    assert len(list((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))) == 12 + 3  # 3 -imat twins
     matrix = imatrix.read(tmp_path / "results" / "imatrix" / "qwen3-shakespeare.gguf")
     samples = json.loads((tmp_path / "results" / "samples" / "qwen3-shakespeare.json").read_text())
     assert set(samples["samples"]) == {"model", "untrained"} and len(samples["samples"]["model"]) == 4
@@ -141,6 +141,7 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
     assert "smallest file within mean KLD 0.01 of F32" in page and "fastest decode, numpy" in page
 
 
+@pytest.mark.pipeline
 def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_changed_file(repo, tmp_path):
     """Three of the file types (every type's bytes against the reference: test_convert.py), no twins."""
     from test_check import corrupt

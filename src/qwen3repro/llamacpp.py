@@ -6,9 +6,9 @@ import ctypes
 import time
 from pathlib import Path
 
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.convert.tensor_plan import file_type
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 
 def llama_cpp():

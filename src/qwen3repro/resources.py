@@ -51,7 +51,7 @@ def _file_shapes(path: str, size: int, mtime_ns: int) -> dict[str, tuple[int, ..
     """gguf_shapes, read once per version of a file: a job's memory, time limit and mode each ask,
     and reading the directory means parsing the 151,936-token vocabulary before it (a third of a
     second)."""
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     with GGUFFile(path) as f:
         return {name: tuple(t.shape) for name, t in f.tensors.items()}
@@ -103,7 +103,7 @@ def gguf_mb(gguf: Path | str) -> int:
 def kv_and_logits_bytes(gguf: Path | str) -> tuple[int, int]:
     """Bytes of the engine's float32 KV cache per position (a key and a value per layer and key-value
     head) and of one position's logits (float32, with the sampler's float64 copy)."""
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     with GGUFFile(gguf) as f:
         field = f.fields.get
@@ -131,7 +131,7 @@ def sweep_mb(gguf: Path | str, settings: dict) -> int:
     """The engine's weights, and per lane (a generation in flight) a KV cache as long as the longest
     generation and a row of logits; batched, the prompt store too: each single-turn prompt, with
     thinking on and off, prefilled once (its keys and values and the logits after it)."""
-    from qwen3repro.engine.generate import PROMPT_STORE_BYTES
+    from qwen3repro.engine.prompt_store import PROMPT_STORE_BYTES
 
     if not Path(gguf).exists():
         return PLACEHOLDER_MB
@@ -299,8 +299,9 @@ def convert_minutes(model_dir: Path | str, file_type: str, threads: int) -> int:
 
 
 def imatrix_minutes(gguf: Path | str, settings: dict, threads: int) -> int:
+    """Pinned (qwen3repro.numerics), the products run on one thread whatever the job has."""
     n = n_weights_of_gguf(gguf)
-    return minutes(load_seconds(n) + prefill_seconds(n, settings["n_ctx"] * settings["chunks"], threads))
+    return minutes(load_seconds(n) + prefill_seconds(n, settings["n_ctx"] * settings["chunks"], 1))
 
 
 def check_minutes(gguf: Path | str, file_type: str, settings: dict, threads: int) -> int:

@@ -1,4 +1,4 @@
-# Stage 5: accuracy. The gate (the engine on every file type against transformers on the same weights,
+# Accuracy. The gate (the engine on every file type against transformers on the same weights,
 # one bound for all, in config), and perplexity with KL-divergence against the F32 file as llama-perplexity has them.
 
 
@@ -10,6 +10,7 @@ rule corpus:
         "results/logs/corpus/perplexity.log",
     benchmark:
         "results/benchmarks/corpus/perplexity.tsv"
+    priority: 1  # seconds of work that a trained model's chain waits on (critical_path)
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1

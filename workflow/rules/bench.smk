@@ -1,4 +1,4 @@
-# Stage 4: speed and memory, as llama-bench measures them, per file type (numpy and llama.cpp on
+# Speed and memory, as llama-bench measures them, per file type (numpy and llama.cpp on
 # the GGUF) and per transformers dtype, then one table per model with the decode roofline.
 # Every job runs with bench.threads (llama-bench -t); the Slurm profile asks for a whole node for
 # them, so that measurements never share a machine.

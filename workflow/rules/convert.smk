@@ -1,4 +1,4 @@
-# Stage 2: GGUF files at every configured file type, each with a JSON manifest (sha256, size,
+# GGUF files at every configured file type, each with a JSON manifest (sha256, size,
 # bits per weight, per-tensor type and error), written tensor by tensor; and the importance matrix
 # (collected by the engine with the F32 file over the calibration text) for the "-imat" twins.
 
@@ -35,6 +35,7 @@ rule calibration:
         "results/logs/corpus/calibration.log",
     benchmark:
         "results/benchmarks/corpus/calibration.tsv"
+    priority: 1  # seconds of work that a trained model's chain waits on (critical_path)
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -61,7 +62,7 @@ rule imatrix:
     priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: THREADS
+    threads: 1  # pinned: OpenBLAS on one thread (qwen3repro.numerics)
     resources:
         mem_mb=gguf_mem_mb,
         runtime=imatrix_runtime,

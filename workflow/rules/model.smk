@@ -1,4 +1,4 @@
-# Stage 1: the model as a Hugging Face directory (config, tokenizer, safetensors, manifest.json),
+# The model as a Hugging Face directory (config, tokenizer, safetensors, manifest.json),
 # downloaded from the Hub at a pinned revision, linked from a local directory, built here with
 # random weights, or pretrained here on Shakespeare (with training_curve.csv).
 

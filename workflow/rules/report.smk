@@ -1,4 +1,4 @@
-# Stage 7: the comparison report. One self-contained page from every stage's outputs, a Markdown
+# The comparison report. One self-contained page from every stage's outputs, a Markdown
 # summary, and each figure as a PNG marked for Snakemake's own report (snakemake --report).
 
 

@@ -1,4 +1,4 @@
-# Stage 3: continuations of the configured prompts, greedy and sampled, by the NumPy engine on the
+# Continuations of the configured prompts, greedy and sampled, by the NumPy engine on the
 # F32 file; for a model trained here, also by an untrained model of the same architecture.
 
 

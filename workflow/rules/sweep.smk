@@ -1,4 +1,4 @@
-# Stage 6: the sampling sweep. Per file type: a grid of sampling settings, thinking and multi-turn
+# The sampling sweep. Per file type: a grid of sampling settings, thinking and multi-turn
 # on every prompt and seed, with per-step statistics; and the token traces of the report's sampling
 # explorer, which for every type but the first are also recorded along the first type's tokens.
 

@@ -1,6 +1,6 @@
 from qwen3repro.verify.verdict import perplexity_inputs
 
-# Stage 8: the verdict. The run against its model's committed reference (config/reference/<model>.yaml):
+# The verdict. The run against its model's committed reference (config/reference/<model>.yaml):
 # every file's sha256 where the bytes are the same on every machine, and figures within their measured
 # spread where they are not (a trained model). A mismatch fails the run with one line unless
 # verify.strict is false; a model without a reference is said to have none.

@@ -1,1 +1,1 @@
-"""Stage 5, accuracy: the engine against transformers (the gate); perplexity and KL-divergence as llama.cpp has them."""
+"""Accuracy: the engine against transformers (the gate); perplexity and KL-divergence as llama.cpp has them."""

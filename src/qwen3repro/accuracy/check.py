@@ -179,7 +179,7 @@ def differing_tensors(
     changed after conversion, or made of other weights."""
     from qwen3repro.convert.converter import encode, importance_of, load_imatrix, plan_tensors
     from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, read_config
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     model_dir = Path(model_dir)
     source = SafetensorsSource(model_dir)

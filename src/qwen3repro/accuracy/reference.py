@@ -35,7 +35,7 @@ def load_file_weights(model, model_dir: Path | str, gguf: Path | str) -> None:
     import torch
 
     from qwen3repro.convert.hf_weights import architecture_of, gguf_to_hf, read_config
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     names = gguf_to_hf(architecture_of(read_config(Path(model_dir))))
     params = dict(model.named_parameters())  # a tied lm_head is the embedding's own parameter, listed once

@@ -1,1 +1,1 @@
-"""Stage 4, bench: prefill and decode speed of numpy, llama.cpp and transformers, measured as llama-bench does."""
+"""Bench: prefill and decode speed of numpy, llama.cpp and transformers, measured as llama-bench does."""

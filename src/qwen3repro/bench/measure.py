@@ -57,8 +57,8 @@ def describe(engine: str, path: Path) -> tuple[str, int]:
         config = json.loads((path / "config.json").read_text("utf-8"))
         stored = {"float32": 4, "bfloat16": 2, "float16": 2}.get(config.get("torch_dtype") or config.get("dtype"), 4)
         return dtype, model_size(path) * {"float32": 4, "bfloat16": 2}[dtype] // stored
-    from qwen3repro.convert.reader import GGUFFile
     from qwen3repro.convert.tensor_plan import FILE_TYPES
+    from qwen3repro.gguf_file import GGUFFile
 
     with GGUFFile(path) as f:
         file_type = f.fields.get("general.file_type")
@@ -88,7 +88,7 @@ def engine_paths(engines: list[str], gguf: str | None, hf: str | None) -> dict[s
 
 def context_length(gguf: Path | str) -> int | None:
     """The model's context length, from the GGUF metadata."""
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     with GGUFFile(gguf) as f:
         return f.fields.get("qwen3.context_length")

@@ -27,7 +27,7 @@ def bandwidth_probe(threads: int, n_bytes: int = 1 << 30, repetitions: int = 5) 
 def bytes_per_token(path: Path) -> int:
     """Weight bytes one decode step reads from a GGUF: every tensor once, except an untied
     model's token embedding, of which it reads one row."""
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     with GGUFFile(path) as f:
         return weight_bytes_per_token(f)

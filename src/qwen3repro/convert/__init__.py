@@ -1,1 +1,1 @@
-"""Stage 2, convert: the GGUF format, read with every offset checked and written at every llama.cpp file type."""
+"""Convert: a Hugging Face model to GGUF at every llama.cpp file type, and the importance matrix."""

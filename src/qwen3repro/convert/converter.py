@@ -23,9 +23,9 @@ from qwen3repro.convert import imatrix as imatrix_file
 from qwen3repro.convert import kquants, tensor_plan, weighted
 from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, gguf_tensor_names, read_config
 from qwen3repro.convert.metadata import Writer, add_metadata
-from qwen3repro.convert.reader import tensor_nbytes
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import check_writable_target, sha256_file, staged_file
+from qwen3repro.gguf_file import tensor_nbytes
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import staged_file
+from qwen3repro.gguf_file import GGUFFile
 
 F32 = np.float32
 SUMS, COUNTS = ".in_sum2", ".counts"

@@ -34,7 +34,7 @@ from qwen3repro.convert.kquants import (
     quantize_q6_k,
     seqsum,
 )
-from qwen3repro.convert.reader import tensor_nbytes
+from qwen3repro.gguf_file import tensor_nbytes
 
 
 def make_qp_quants(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ if asked (lookup.py), and batch.py runs many together.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,6 +20,7 @@ import numpy as np
 
 from qwen3repro.engine import chat_template
 from qwen3repro.engine.lookup import propose
+from qwen3repro.engine.prompt_store import PromptStore
 from qwen3repro.engine.qwen3 import Qwen3
 from qwen3repro.engine.sampler import Observer, Sampler, SamplingParams
 from qwen3repro.engine.tokenizer import Tokenizer
@@ -29,7 +29,6 @@ from qwen3repro.errors import UserError
 PREFILL_CHUNK = 512  # attention scores of a chunk are [heads, chunk, context]: this bounds their memory
 # llama.cpp ends generation on these texts too when the GGUF names no end-of-turn token
 END_OF_GENERATION = ("<|im_end|>", "<|endoftext|>")
-PROMPT_STORE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -98,29 +97,6 @@ class Request:
     forced: list[int] | None = None
     fresh: bool = False
     share: bool = False
-
-
-class PromptStore:
-    """Prompts prefilled from an empty cache: their keys and values per layer and the logits after
-    them, by their tokens, the least recently used going first past `max_bytes`. Such a prefill
-    depends on the prompt alone, so copying it into another lane's cache is bitwise what prefilling
-    it there would compute (what serving engines call prefix caching, for whole prompts)."""
-
-    def __init__(self, max_bytes: int = PROMPT_STORE_BYTES):
-        self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
-
-    def get(self, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        key = tuple(prompt)
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-        return entry
-
-    def put(self, prompt: list[int], keys: np.ndarray, values: np.ndarray, logits: np.ndarray) -> None:
-        self.entries[tuple(prompt)] = (keys.copy(), values.copy(), logits.copy())
-        while self.entries and sum(a.nbytes for e in self.entries.values() for a in e) > self.max_bytes:
-            self.entries.popitem(last=False)
 
 
 class Sequence:

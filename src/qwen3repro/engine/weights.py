@@ -7,7 +7,7 @@ dequantized with gguf-py, so the file's pages never join the process's memory be
 With `low_memory`, nothing big is loaded up front: each decoder layer is read and dequantized when
 the forward pass reaches it (StreamedLayers), the embedding's rows when a token asks for them and
 the output matrix a slice at a time (StreamedMatrix). The process then holds about one layer in
-float32 instead of the whole model: a 4B-shape Q4_K_M file's perplexity in 1.6 GB rather than 16.5.
+float32 instead of the whole model (what that saves: docs/engine.md).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from qwen3repro.convert.reader import GGUFFile
 from qwen3repro.errors import UserError
+from qwen3repro.gguf_file import GGUFFile
 
 F32 = np.float32
 SUPPORTED = {

@@ -1,1 +1,1 @@
-"""Stage 1, model: a Qwen3 Hugging Face directory from the Hub, a local path, random weights or training."""
+"""Model: a Qwen3 Hugging Face directory from the Hub, a local path, random weights or training."""

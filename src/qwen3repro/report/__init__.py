@@ -1,1 +1,1 @@
-"""Stage 7, report: one self-contained HTML page and a Markdown summary from every stage's outputs."""
+"""Report: one self-contained HTML page and a Markdown summary from every stage's outputs."""

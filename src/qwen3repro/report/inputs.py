@@ -123,7 +123,7 @@ class ModelSection:
 
 
 def tokenizer_facts(gguf: Path) -> dict:
-    from qwen3repro.convert.reader import GGUFFile
+    from qwen3repro.gguf_file import GGUFFile
 
     with GGUFFile(gguf) as f:
         fields = f.fields

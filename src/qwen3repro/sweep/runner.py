@@ -34,7 +34,8 @@ class Runner:
     """Runs cells on one GGUF file, as many generations at once as sweep.lanes (one: one at a time)."""
 
     def __init__(self, gguf: Path | str, settings: dict, lanes: int = 1, share_prompts: bool = True):
-        from qwen3repro.engine.generate import Generator, PromptStore
+        from qwen3repro.engine.generate import Generator
+        from qwen3repro.engine.prompt_store import PromptStore
 
         self.settings = settings
         self.max_new_tokens = settings["max_new_tokens"]

@@ -1,1 +1,1 @@
-"""Stage 8, verify: does the run reproduce the committed reference (config/reference/<model>.yaml)?"""
+"""Verify: does the run reproduce the committed reference (config/reference/<model>.yaml)?"""

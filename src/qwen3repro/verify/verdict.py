@@ -268,8 +268,9 @@ def write_reference(
 def perplexity_inputs(reference_path: Path | str, model: str) -> list[str]:
     """The perplexity results a reference's figures need, for the rule's inputs."""
     reference = load_reference(reference_path) or {}
+    names = {*(reference.get("figures") or {}), *(reference.get("fallback") or {})}
     return [
         f"results/perplexity/{model}/{name.removeprefix('ppl/')}.json"
-        for name in reference.get("figures") or {}
+        for name in sorted(names)
         if name.startswith("ppl/")
     ]
