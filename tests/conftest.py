@@ -8,11 +8,38 @@ from helpers import REPO, quick_training_config, run_snakemake
 HEAVY_FIXTURES = {"pipeline_run": "pipeline", "committed_run": "pipeline", "slurm_run": "cluster", "s3": "cluster"}
 
 
+# Tests of 8 s or more on a 2-core machine (pytest --durations), left out of `make test-quick` too
+SLOW = (
+    "test_train.py::test_the_same_seed_gives_bitwise_the_same_weights_and_curve",
+    "test_train.py::test_a_zero_budget_and_a_corpus_smaller_than_a_batch_are_one_line_errors",
+    "test_train.py::test_engine_and_transformers_agree_with_the_trainers_held_out_loss",
+    "test_train.py::test_a_time_limit_that_is_reached_fails_training_instead_of_cutting_it_short",
+    "test_check.py::test_an_untied_output_matrix_is_converted_and_read_as_its_own",
+    "test_check.py::test_a_quantized_file_is_held_to_the_same_bound_as_f32",
+    "test_imatrix.py::test_an_untied_output_matrix_is_quantized_as_llama_quantize_does",
+    "test_low_memory.py::test_low_memory_logits_are_bitwise_the_resident_ones",
+    "test_low_memory.py::test_low_memory_holds_a_fraction_of_the_resident_weights",
+    "test_gguf_tokenizer.py::test_ids_equal_hugging_face_tokenizers_on_a_several_mb_corpus",
+    "test_batch.py::test_prompt_lookup_accepts_a_draft_token_as_often_as_the_model_would_draw_it",
+    "test_batch.py::test_sequences_in_a_batch_get_bitwise_the_logits_and_tokens_they_get_alone",
+    "test_perplexity.py::test_a_quantized_file_has_positive_kld_and_its_own_perplexity",
+    "test_bench.py::test_rows_have_llama_bench_fields_for_every_engine_and_test",
+    "test_bench.py::test_a_second_run_reproduces_every_non_timing_field",
+    "test_sweep.py::test_same_command_twice_gives_identical_non_timing_results_and_traces",
+    "test_sweep.py::test_a_trace_along_another_files_tokens_takes_those_tokens_and_along_its_own_equals_its_own",
+    "test_verify.py::test_the_synthetic_0_6b_shape_model_is_the_one_its_committed_reference_names",
+    "test_convert.py::test_every_file_type_is_the_committed_references_bytes",
+    "test_low_memory.py::test_low_memory_batched_decode_is_bitwise_the_resident_one",
+)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         for fixture, marker in HEAVY_FIXTURES.items():
             if fixture in item.fixturenames:
                 item.add_marker(marker)
+        if item.nodeid.split("/")[-1].split("[")[0] in SLOW:
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")

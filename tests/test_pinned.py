@@ -23,12 +23,13 @@ def default_training(repo: Path) -> dict:
     return {**config["models"]["qwen3-shakespeare"]["training"], **SHORT}
 
 
-def short_training(tmp_path: Path, training: dict, threads: int) -> tuple[str, dict]:
-    out = tmp_path / f"model-{threads}-{training['learning_rate']}"
+def short_training(tmp_path: Path, training: dict) -> tuple[str, dict]:
+    """Train as the pipeline does (the pinned child at the recipe's thread count); the weights' sha256."""
+    out = tmp_path / f"model-{training['threads']}-{training['learning_rate']}"
     out.mkdir()
     result = numerics.run_pinned(
         "qwen3repro.model.train:train",
-        threads,
+        training["threads"],
         out_dir=out,
         preset="qwen3-shakespeare",
         architecture_overrides=None,
@@ -51,7 +52,9 @@ def check_against_committed(sha: str, numerics_in_force: dict) -> None:
 
 @pytest.fixture(scope="module")
 def committed_run(repo, tmp_path_factory):
-    return short_training(tmp_path_factory.mktemp("pinned"), default_training(repo), threads=2)
+    training = default_training(repo)
+    assert training["threads"] == 2
+    return short_training(tmp_path_factory.mktemp("pinned"), training)
 
 
 def test_the_default_recipe_trains_to_the_committed_bits_on_this_cpu(committed_run):
@@ -69,13 +72,13 @@ def test_one_thread_and_the_environments_own_kernel_choices_give_the_same_bits(
     and what the user's environment asks of torch and MKL is replaced in the pinned child."""
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     monkeypatch.setenv("MKL_CBWR", "AUTO")
-    sha, in_force = short_training(tmp_path, default_training(repo), threads=1)
+    sha, in_force = short_training(tmp_path, {**default_training(repo), "threads": 1})
     assert in_force["torch_threads"] == 1 and in_force["mkl_cbwr"] == numerics.PINNED["MKL_CBWR"]
     assert sha == committed_run[0]
 
 
 def test_a_changed_learning_rate_misses_the_committed_bits_in_one_line(committed_run, repo, tmp_path):
-    sha, in_force = short_training(tmp_path, {**default_training(repo), "learning_rate": 0.011}, threads=2)
+    sha, in_force = short_training(tmp_path, {**default_training(repo), "learning_rate": 0.011})
     with pytest.raises(AssertionError) as e:
         check_against_committed(sha, in_force)
     assert "\n" not in str(e.value) and str(e.value).startswith("pinned training gave sha256 ")

@@ -93,7 +93,7 @@ def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld
     tmp_path, config = pipeline_run[0], yaml.safe_load(pipeline_run[1].read_text())
     check = pd.read_csv(tmp_path / "results" / "check" / "qwen3-shakespeare.csv")
     ppl = pd.read_csv(tmp_path / "results" / "perplexity" / "qwen3-shakespeare.csv")
-    assert len(check) == len(ppl) == 17 and set(ppl["type"]) >= {"IQ4_XS", "IQ4_XS-imat", "Q4_K_M-imat"}
+    assert len(check) == len(ppl) == 12 + 3 and set(ppl["type"]) >= {"IQ4_XS", "IQ4_XS-imat", "Q4_K_M-imat"}
     f32 = check[check["type"] == "F32"].iloc[0]
     assert (
         f32["max_abs_dlogit"] <= 1e-4
