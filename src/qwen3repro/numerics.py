@@ -74,14 +74,13 @@ def pinned_environment(threads: int) -> tuple[dict[str, str], str | None]:
     why_not = unpinnable()
     if why_not:
         return env, why_not
+    from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatched
     from numpy._core._multiarray_umath import __cpu_features__ as features
 
     for name, value in PINNED.items():
         if os.environ.get(name, value) != value:
             log.warning("%s=%s in the environment is replaced by %s for this job", name, os.environ[name], value)
     env.update(PINNED)
-    from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatched
-
     # NumPy's loops built for wider vectors than AVX2 (numpy 2.4 names them X86_V4 and AVX512_*)
     above = [f for f in dispatched if features.get(f) and (f.startswith("AVX512") or f == "X86_V4")]
     if above:
@@ -115,14 +114,10 @@ def in_force(why_not: str | None = None) -> dict:
             mkl_cbwr=os.environ.get("MKL_CBWR"),
             torch_threads=torch.get_num_threads(),
         )
-    if why_not is None:
-        took = facts.get("aten_cpu_capability", "AVX2") == "AVX2" and facts["openblas_coretype"] in (None, "Haswell")
-        why_not = (
-            None
-            if took
-            else f"the pins did not take (ATen {facts.get('aten_cpu_capability')}, "
-            + (f"OpenBLAS {facts['openblas_coretype']})")
-        )
+    took = facts.get("aten_cpu_capability", "AVX2") == "AVX2" and facts["openblas_coretype"] in (None, "Haswell")
+    if why_not is None and not took:
+        aten, openblas = facts.get("aten_cpu_capability"), facts["openblas_coretype"]
+        why_not = f"the pins did not take (ATen {aten}, OpenBLAS {openblas})"
     return {"pinned": why_not is None, "why_not": why_not, **facts}
 
 
@@ -135,7 +130,7 @@ def run_pinned(target: str, threads: int, **kwargs) -> dict:
         log.warning("bits cannot be promised on this machine (%s): the job runs with its own kernels", why_not)
     with tempfile.TemporaryDirectory(prefix="qwen3repro-pinned-") as tmp:
         result_path = Path(tmp) / "result.json"
-        call = {"target": target, "kwargs": kwargs, "threads": threads, "result": str(result_path), "why_not": why_not}
+        call = {"target": target, "kwargs": kwargs, "result": str(result_path), "why_not": why_not}
         proc = subprocess.Popen(
             [sys.executable, "-m", CHILD],
             env=env,

@@ -90,11 +90,10 @@ def write_imatrix(
 def collect_into(
     gguf: Path | str, text_path: Path | str, out: Path | str, n_ctx: int, chunks: int | None, force: bool
 ) -> dict:
-    """write_imatrix's work, in whatever arithmetic this process has."""
+    """write_imatrix's work (which has checked `out`), in whatever arithmetic this process has."""
     from qwen3repro.engine.qwen3 import Qwen3
 
     out = Path(out)
-    check_writable_target(out, force)
     try:
         text = Path(text_path).read_text("utf-8")
     except FileNotFoundError:
