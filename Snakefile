@@ -8,7 +8,7 @@
 
 import sys
 
-from qwen3repro.config import validate_config
+from qwen3repro.config import validate_config, with_layers
 from qwen3repro.errors import UserError
 
 # The default config only when none is given: --configfile would otherwise be merged into it.
@@ -18,6 +18,10 @@ if not config:
 
 
 try:
+    # in place: rules and scripts read this very dict
+    layered = with_layers(config, workflow.configfiles)
+    config.clear()
+    config.update(layered)
     validate_config(config)
 except UserError as e:
     sys.exit(f"qwen3repro: error: {e}")

@@ -291,12 +291,25 @@ def test_slurm_profile_plans_each_family_config(config, tmp_path):
 
 
 def test_no_rule_takes_its_threads_from_the_core_count_and_every_rule_declares_its_resources():
+    """Each job rule declares its threads, and takes its memory and time limit from its own entry in
+    qwen3repro.jobs.RULES or, with none there, from the default profile's default-resources (which
+    Snakemake reads beside any --profile)."""
+    from qwen3repro.jobs import RULES
+
+    defaults = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["default-resources"]
+    assert set(defaults) >= {"mem_mb", "runtime"}
+    declared = set()
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
         text = smk.read_text()
         assert "workflow.cores" not in text, smk
         for rule in re.split(r"(?m)^(?=rule \w+:)", text)[1:]:
-            name = rule.split(":", 1)[0]
+            name = rule.split(":", 1)[0].removeprefix("rule ")
             if "script:" not in rule:  # rule all: a target, not a job
                 continue
-            for needed in ("threads:", "mem_mb=", "runtime="):
-                assert needed in rule, f"{smk.name}: {name} declares no {needed}"
+            assert "threads:" in rule, f"{smk.name}: {name} declares no threads"
+            if "resources:" in rule:
+                assert f'**needs("{name}")' in rule, f"{smk.name}: {name} takes resources from another place"
+                declared.add(name)
+            else:
+                assert name not in RULES, f"{smk.name}: {name} has an entry in jobs.RULES it does not use"
+    assert declared == set(RULES), set(RULES) ^ declared

@@ -9,12 +9,12 @@ from gguf import GGMLQuantizationType as T
 from helpers import assert_one_line_error, llama_tool, run_cli
 from test_convert import differing_rows, edge_case_weights, peers, planned_types, rewrite_weights
 
-from qwen3repro.convert import imatrix, tensor_plan, weighted
+from qwen3repro.convert import imatrix, quants, tensor_plan
 from qwen3repro.convert.calibrate import write_imatrix
 from qwen3repro.convert.converter import convert
 from qwen3repro.gguf_file import GGUFFile
 
-IMATRIX_TYPES = [t for t, (_, q) in tensor_plan.FILE_TYPES.items() if q in tensor_plan.TAKES_IMATRIX]
+IMATRIX_TYPES = [t for t, (_, q) in tensor_plan.FILE_TYPES.items() if q in quants.TAKES_IMATRIX]
 PURE_TYPES = {
     "Q2_K": T.Q2_K,
     "Q3_K_S": T.Q3_K,
@@ -98,7 +98,7 @@ def test_weighted_quantizers_match_llama_quantize_on_edge_cases(edge_f32, tmp_pa
         for i in range(4):
             name = f"blk.{i}.attn_k.weight"
             values = source.raw(name).view(np.float32).reshape(source.tensors[name].shape)
-            ours = weighted.quantize(values, PURE_TYPES[type_name], matrix.importance(name))
+            ours = quants.quantize(values, PURE_TYPES[type_name], matrix.importance(name))
             assert theirs.tensors[name].type == PURE_TYPES[type_name]
             assert ours.tobytes() == theirs.raw(name).tobytes(), (
                 f"{name}: rows {differing_rows(ours, theirs.raw(name))}"
@@ -114,7 +114,7 @@ def test_iq4_quantizers_match_llama_quantize_on_edge_cases_without_a_matrix(edge
         for i in range(4):
             name = f"blk.{i}.attn_k.weight"
             values = source.raw(name).view(np.float32).reshape(source.tensors[name].shape)
-            ours = weighted.quantize(values, PURE_TYPES[type_name], None)
+            ours = quants.quantize(values, PURE_TYPES[type_name], None)
             assert ours.tobytes() == theirs.raw(name).tobytes(), (
                 f"{name}: rows {differing_rows(ours, theirs.raw(name))}"
             )

@@ -4,8 +4,9 @@ labelled once, and a speed whose repetitions disagree by 10% or more is marked, 
 import pandas as pd
 
 from qwen3repro.report import figures
+from qwen3repro.report.answers import answer_table
 from qwen3repro.report.inputs import ModelSection
-from qwen3repro.report.tables import answer_table, speed_cell
+from qwen3repro.report.tables import speed_cell
 
 
 def test_labels_of_crowded_points_do_not_overlap_and_coinciding_points_are_labelled_once():

@@ -147,3 +147,27 @@ def test_force_replaces_an_existing_model(tmp_path, tiny_model):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's owner-only mode
+
+
+def test_a_config_layers_shared_blocks_beneath_its_own_keys(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "corpus.yaml").write_text(
+        "perplexity:\n  n_ctx: 64\n  chunks: 3\nmodels:\n  m:\n    source: synthetic\n    preset: qwen3-tiny\n"
+    )
+    top = tmp_path / "run.yaml"
+    top.write_text("layers: [shared/corpus.yaml]\nperplexity:\n  chunks: 5\nmodels:\n  m:\n    seed: 7\n")
+    config = load_config(top)
+    assert "layers" not in config
+    assert config["perplexity"]["n_ctx"] == 64 and config["perplexity"]["chunks"] == 5
+    assert config["models"]["m"]["source"] == "synthetic" and config["models"]["m"]["seed"] == 7
+
+
+def test_a_missing_or_circular_layer_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("layers: [nowhere.yaml]\n")
+    with pytest.raises(UserError, match="layers: nowhere.yaml does not exist"):
+        load_config(missing)
+    (tmp_path / "a.yaml").write_text("layers: [b.yaml]\n")
+    (tmp_path / "b.yaml").write_text("layers: [a.yaml]\n")
+    with pytest.raises(UserError, match="layers itself"):
+        load_config(tmp_path / "a.yaml")

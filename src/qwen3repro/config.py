@@ -139,8 +139,7 @@ def file_variants(config: dict, model: str | None = None) -> list[str]:
     return list(dict.fromkeys(t for name in config["models"] for t in file_variants(config, name)))
 
 
-def load_config(path: Path | str) -> dict:
-    path = Path(path)
+def _read(path: Path) -> dict:
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
@@ -149,6 +148,59 @@ def load_config(path: Path | str) -> dict:
         config = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    return config
+
+
+def _over(base: dict, top: dict) -> dict:
+    """`top` over `base`, mappings merged key by key, anything else replaced; `top`'s keys first, so
+    a config that layers a model under its own keeps its own order of models."""
+    out = {}
+    for key, value in top.items():
+        below = base.get(key)
+        out[key] = _over(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    out.update((key, value) for key, value in base.items() if key not in top)
+    return out
+
+
+def _layers_of(path: Path, config: dict, seen: tuple[Path, ...]) -> dict:
+    """What a config file's `layers:` (paths relative to it, in order) add up to, each with its own
+    layers beneath it."""
+    layers = (config.get("layers") if isinstance(config, dict) else None) or []
+    if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers):
+        raise UserError(f"{path}: layers: expected a list of config files, got {layers!r}")
+    merged: dict = {}
+    for name in layers:
+        layer = (path.parent / name).resolve()
+        if layer in seen:
+            raise UserError(f"{path}: layers: {name} layers itself")
+        if not layer.is_file():
+            raise UserError(f"{path}: layers: {name} does not exist ({layer})")
+        below = _read(layer)
+        if not isinstance(below, dict):
+            raise UserError(f"{layer}: expected a mapping at the top level")
+        merged = _over(merged, _over(_layers_of(layer, below, (*seen, layer)), below))
+    merged.pop("layers", None)
+    return merged
+
+
+def with_layers(config: dict, files) -> dict:
+    """`config` (what Snakemake merged from `files`, its --configfile list) over the layers those
+    files name, the `layers` key gone: a block shared by several configs (the wikitext corpus, the
+    stand-in model) is written once, in a file the others layer."""
+    base: dict = {}
+    for file in files:
+        path = Path(file).resolve()
+        base = _over(base, _layers_of(path, _read(path), (path,)))
+    merged = _over(base, config)
+    merged.pop("layers", None)
+    return merged
+
+
+def load_config(path: Path | str) -> dict:
+    path = Path(path)
+    config = _read(path)
+    if isinstance(config, dict):
+        config = with_layers(config, [path])
     try:
         return validate_config(config)
     except UserError as e:

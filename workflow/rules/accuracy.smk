@@ -14,9 +14,6 @@ rule corpus:
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        mem_mb=1024,
-        runtime=10,
     params:
         spec=config["perplexity"]["corpus"],
     script:
@@ -40,8 +37,7 @@ rule check:
         "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
-        mem_mb=check_mem_mb,
-        runtime=check_runtime,
+        **needs("check"),
     params:
         settings=lambda w: settings(w, "check"),
     script:
@@ -60,9 +56,6 @@ rule check_table:
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        mem_mb=1024,
-        runtime=10,
     script:
         "../../scripts/check_table.py"
 
@@ -83,8 +76,7 @@ rule perplexity:
         "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
-        mem_mb=perplexity_mem_mb,
-        runtime=perplexity_runtime,
+        **needs("perplexity"),
     params:
         settings=lambda w: settings(w, "perplexity"),
         low_memory=perplexity_low_memory,
@@ -104,8 +96,5 @@ rule perplexity_table:
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        mem_mb=1024,
-        runtime=10,
     script:
         "../../scripts/perplexity_table.py"

@@ -15,8 +15,7 @@ rule bandwidth:
         "../../envs/qwen3repro.yaml"
     threads: BENCH_THREADS
     resources:
-        mem_mb=2048,
-        runtime=5,
+        **needs("bandwidth"),
     script:
         "../../scripts/bandwidth.py"
 
@@ -34,8 +33,7 @@ rule bench_gguf:
         "../../envs/qwen3repro.yaml"
     threads: BENCH_THREADS
     resources:
-        mem_mb=gguf_mem_mb,
-        runtime=bench_gguf_runtime,
+        **needs("bench_gguf"),
     params:
         settings=lambda w: settings(w, "bench"),
     script:
@@ -57,8 +55,7 @@ rule bench_hf:
         "../../envs/qwen3repro.yaml"
     threads: BENCH_THREADS
     resources:
-        mem_mb=bench_hf_mem_mb,
-        runtime=bench_hf_runtime,
+        **needs("bench_hf"),
     params:
         settings=lambda w: settings(w, "bench"),
     script:
@@ -79,8 +76,5 @@ rule bench_table:
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        mem_mb=1024,
-        runtime=10,
     script:
         "../../scripts/bench_table.py"

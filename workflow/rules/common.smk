@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from qwen3repro import resources
+from qwen3repro import jobs
 from qwen3repro.config import file_variants, model_settings, runs
 from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.verify.verdict import perplexity_inputs
@@ -61,12 +61,10 @@ def model_threads(wildcards):
     return config["models"][wildcards.model]["training"].get("threads") or THREADS
 
 
-def model_mem_mb(wildcards):
-    return resources.model_mb(config["models"][wildcards.model])
-
-
-def model_runtime(wildcards, threads):
-    return resources.model_minutes(config["models"][wildcards.model], threads)
+def needs(rule):
+    """A rule's memory and time limit (qwen3repro.jobs.RULES); a rule with none there takes the
+    profile's default-resources."""
+    return jobs.needs(config, rule)
 
 
 def gguf_files():
@@ -82,28 +80,8 @@ def imatrix_input(wildcards):
     return f"results/imatrix/{wildcards.model}.gguf" if split_variant(wildcards.type)[1] else []
 
 
-def convert_mem_mb(wildcards, input):
-    return resources.convert_mb(input.model_dir)
-
-
-def convert_runtime(wildcards, input, threads):
-    return resources.convert_minutes(input.model_dir, wildcards.type, threads)
-
-
-def imatrix_runtime(wildcards, input, threads):
-    return resources.imatrix_minutes(input.gguf, settings(wildcards, "convert")["imatrix"], threads)
-
-
 def samples_files():
     return expand("results/samples/{model}.json", model=models_running("samples"))
-
-
-def samples_mem_mb(wildcards, input):
-    return resources.samples_mb(input.gguf, trained(wildcards))
-
-
-def samples_runtime(wildcards, input):
-    return resources.samples_minutes(input.gguf, settings(wildcards, "samples"), trained(wildcards))
 
 
 def bench_parts(wildcards):
@@ -118,57 +96,13 @@ def bench_tables():
     return expand("results/bench/{model}.csv", model=models_running("bench"))
 
 
-def gguf_mem_mb(wildcards, input):
-    return resources.gguf_mb(input.gguf)
-
-
-def bench_hf_mem_mb(wildcards, input):
-    return resources.bench_hf_mb(input.model_dir, wildcards.engine)
-
-
-def bench_gguf_runtime(wildcards, input, threads):
-    return resources.bench_gguf_minutes(input.gguf, settings(wildcards, "bench"), threads)
-
-
-def bench_hf_runtime(wildcards, input, threads):
-    return resources.bench_hf_minutes(input.model_dir, settings(wildcards, "bench"), threads)
-
-
 def accuracy_tables():
     return [f"results/{stage}/{model}.csv" for stage in ("check", "perplexity") for model in models_running(stage)]
 
 
-def check_mem_mb(wildcards, input):
-    return resources.check_mb(input.gguf, settings(wildcards, "check")["max_tokens"])
-
-
-def check_runtime(wildcards, input, threads):
-    return resources.check_minutes(input.gguf, wildcards.type, settings(wildcards, "check"), threads)
-
-
 def perplexity_low_memory(wildcards, input):
     """Low-memory mode where the weights in float32 would not fit a job (cluster.mem_mb)."""
-    return resources.perplexity_low_memory(
-        input.gguf, input.base, settings(wildcards, "perplexity"), config["cluster"]["mem_mb"]
-    )
-
-
-def perplexity_mem_mb(wildcards, input):
-    perplexity = settings(wildcards, "perplexity")
-    return resources.perplexity_mb(
-        input.gguf,
-        input.base,
-        perplexity["n_ctx"],
-        perplexity_low_memory(wildcards, input),
-        "llama.cpp" in perplexity["runtimes"],
-    )
-
-
-def perplexity_runtime(wildcards, input, threads):
-    low_memory = perplexity_low_memory(wildcards, input)
-    return resources.perplexity_minutes(
-        input.gguf, input.corpus, settings(wildcards, "perplexity"), threads, low_memory
-    )
+    return jobs.perplexity_low_memory(jobs.Job(config, wildcards, input, 1))
 
 
 def traces_reference(wildcards):
@@ -177,18 +111,6 @@ def traces_reference(wildcards):
     if wildcards.type == first:
         return []
     return f"results/sweep/{wildcards.model}/{first}-traces.json"
-
-
-def sweep_mem_mb(wildcards, input):
-    return resources.sweep_mb(input.gguf, settings(wildcards, "sweep"))
-
-
-def sweep_runtime(wildcards, input):
-    return resources.sweep_minutes(input.gguf, settings(wildcards, "sweep"))
-
-
-def traces_runtime(wildcards, input):
-    return resources.traces_minutes(input.gguf, settings(wildcards, "sweep"))
 
 
 def sweep_files():

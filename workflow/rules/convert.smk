@@ -19,8 +19,7 @@ rule convert:
         "../../envs/qwen3repro.yaml"
     threads: THREADS
     resources:
-        mem_mb=convert_mem_mb,
-        runtime=convert_runtime,
+        **needs("convert"),
     params:
         imatrix=imatrix_input,
     script:
@@ -39,9 +38,6 @@ rule calibration:
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        mem_mb=1024,
-        runtime=10,
     params:
         spec=config["convert"]["imatrix"]["calibration"],
         part="train",
@@ -64,8 +60,7 @@ rule imatrix:
         "../../envs/qwen3repro.yaml"
     threads: 1  # pinned: OpenBLAS on one thread (qwen3repro.numerics)
     resources:
-        mem_mb=gguf_mem_mb,
-        runtime=imatrix_runtime,
+        **needs("imatrix"),
     params:
         n_ctx=lambda w: settings(w, "convert")["imatrix"]["n_ctx"],
         chunks=lambda w: settings(w, "convert")["imatrix"]["chunks"],

@@ -15,8 +15,7 @@ rule get_model:
         "../../envs/qwen3repro.yaml"
     threads: model_threads
     resources:
-        mem_mb=model_mem_mb,
-        runtime=model_runtime,
+        **needs("get_model"),
     params:
         spec=model_spec,
     script:

@@ -29,8 +29,7 @@ rule report:
         "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
-        mem_mb=2048,
-        runtime=15,
+        **needs("report"),
     params:
         config=config,
     script:

@@ -17,8 +17,7 @@ rule samples:
         "../../envs/qwen3repro.yaml"
     threads: THREADS
     resources:
-        mem_mb=samples_mem_mb,
-        runtime=samples_runtime,
+        **needs("samples"),
     params:
         settings=lambda w: settings(w, "samples"),
     script:

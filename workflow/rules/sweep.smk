@@ -18,8 +18,7 @@ rule sweep:
         "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
-        mem_mb=sweep_mem_mb,
-        runtime=sweep_runtime,
+        **needs("sweep"),
     params:
         settings=lambda w: settings(w, "sweep"),
     script:
@@ -41,8 +40,7 @@ rule traces:
         "../../envs/qwen3repro.yaml"
     threads: 1
     resources:
-        mem_mb=gguf_mem_mb,
-        runtime=traces_runtime,
+        **needs("traces"),
     params:
         settings=lambda w: settings(w, "sweep"),
     script:

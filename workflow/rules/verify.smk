@@ -26,9 +26,6 @@ rule verify:
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        mem_mb=1024,
-        runtime=10,
     params:
         spec=model_spec,
         reference=lambda w: Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml",

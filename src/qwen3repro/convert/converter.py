@@ -1,8 +1,7 @@
 """Converts a Qwen3 Hugging Face directory to a GGUF file of any file type, as llama.cpp would write it.
 
 Metadata follow llama.cpp's convert_hf_to_gguf.py for qwen3 (metadata.py); tensor types follow
-llama-quantize (tensor_plan.py); blocks come from gguf-py (F16, BF16, Q8_0, Q5_x, Q4_x), kquants.py
-(K-quants), iq4.py (IQ4_NL, IQ4_XS) or, with an importance matrix, weighted.py. Tensors are read,
+llama-quantize (tensor_plan.py); blocks come from the quantizer of each type (quants.py). Tensors are read,
 quantized and written one at a time, so memory stays near one tensor, not one model.
 """
 
@@ -13,6 +12,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -20,7 +20,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from qwen3repro.convert import imatrix as imatrix_file
-from qwen3repro.convert import kquants, tensor_plan, weighted
+from qwen3repro.convert import quants, tensor_plan
 from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, gguf_tensor_names, read_config
 from qwen3repro.convert.metadata import Writer, add_metadata
 from qwen3repro.errors import UserError
@@ -31,20 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def encode(data: np.ndarray, qtype: T, threads: int | None = None, importance: np.ndarray | None = None) -> np.ndarray:
-    """`data` (row last) as `qtype`'s bytes; `importance` (one weight per column) is the tensor's
-    importance matrix entry, used by the types that take one."""
-    if qtype == T.F32:
-        return data
-    if qtype == T.F16:
-        return data.astype(np.float16)
-    if qtype in tensor_plan.TAKES_IMATRIX and (importance is not None or qtype in (T.IQ4_NL, T.IQ4_XS)):
-        return weighted.quantize(data, qtype, importance, threads)
-    if qtype in kquants.QUANTIZERS:
-        return kquants.quantize(data, qtype, threads)
-    rows = data.reshape(-1, data.shape[-1])
-    out = np.empty((rows.shape[0], tensor_nbytes(rows.shape, qtype) // rows.shape[0]), np.uint8)
-    kquants.map_chunks(lambda r: gguf.quants.quantize(r, qtype), rows, out, max(1, (1 << 18) // rows.shape[1]), threads)
-    return out.reshape(*data.shape[:-1], out.shape[-1])
+    """`data` (row last) as `qtype`'s bytes (quants.QUANTIZERS); `importance` (one weight per column)
+    is the tensor's importance matrix entry, used by the types that take one."""
+    return quants.quantize(data, qtype, importance, threads)
 
 
 def relative_rms_error(original: np.ndarray, encoded: np.ndarray, qtype: T, threads: int | None = None) -> float:
@@ -122,6 +111,76 @@ def fallback_warning(file: str, shapes: dict, types: dict, requested: dict) -> s
     )
 
 
+@dataclass
+class FilePlan:
+    """Every tensor of the file to write: its source name, shape and type, in file order."""
+
+    names: dict  # GGUF name -> HF name
+    shapes: dict
+    types: dict
+    requested: dict  # tensors stored at another type than the mix asked for, with that type
+    matrix: imatrix_file.ImportanceMatrix | None
+    missing: list[str]  # block matrices the importance matrix has no entry for
+
+    def importance(self, name: str) -> np.ndarray | None:
+        return importance_of(self.matrix, name)
+
+
+def plan_file(arch: dict, source: SafetensorsSource, type_name: str, imatrix: Path | str | None) -> FilePlan:
+    names, shapes, types, requested = plan_tensors(arch, source, type_name, has_imatrix=imatrix is not None)
+    matrix, missing = load_imatrix(imatrix, shapes) if imatrix is not None else (None, [])
+    return FilePlan(names, shapes, types, requested, matrix, missing)
+
+
+def warn_about(plan: FilePlan, file: str) -> None:
+    """llama-quantize's warnings, counted: tensors without an importance entry, tensors at another type."""
+    if plan.missing:
+        log.warning(
+            "%s: the importance matrix has no entry for %d tensors (%s%s); they are quantized without one, "
+            "as llama-quantize does",
+            file,
+            len(plan.missing),
+            ", ".join(plan.missing[:3]),
+            " ..." if len(plan.missing) > 3 else "",
+        )
+    if warning := fallback_warning(file, plan.shapes, plan.types, plan.requested):
+        log.warning("%s", warning)
+
+
+def write_tensors(writer: Writer, plan: FilePlan, source: SafetensorsSource, threads: int | None) -> list[dict]:
+    """Every tensor's info, then its data, into `writer` (its metadata already added); one manifest
+    entry per tensor. Loading and encoding run a tensor ahead, in a thread, of the writing."""
+    order = list(plan.shapes)
+
+    def encoded_tensors():
+        for n in order:
+            data = source.load(plan.names[n])
+            encoded = encode(data, plan.types[n], threads, plan.importance(n))
+            error = relative_rms_error(data, encoded, plan.types[n], threads)
+            del data
+            yield n, encoded, error
+
+    with ThreadPoolExecutor(1) as worker:
+        tensors_ahead = prefetched(encoded_tensors(), worker)
+        for n in order:
+            shape, qtype = plan.shapes[n], plan.types[n]
+            writer.add_tensor_info(n, shape, np.dtype(np.float32), tensor_nbytes(shape, qtype), raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        tensors = []
+        for n, encoded, error in tensors_ahead:
+            writer.write_tensor_data(encoded)
+            entry = {"name": n, "type": plan.types[n].name, "shape": list(plan.shapes[n]), "bytes": int(encoded.nbytes)}
+            if n in plan.requested:
+                entry["requested_type"] = plan.requested[n].name
+            if plan.matrix is not None:
+                entry["imatrix"] = plan.importance(n) is not None and plan.types[n] in quants.TAKES_IMATRIX
+            tensors.append({**entry, "relative_rms_error": error})
+            log.info("%-28s %-5s %s", n, plan.types[n].name, plan.shapes[n])
+    return tensors
+
+
 def convert(
     model_dir: Path | str,
     type_name: str,
@@ -144,70 +203,34 @@ def convert(
     check_writable_target(out.with_suffix(".json"), force)
     arch = architecture_of(read_config(model_dir))
     source = SafetensorsSource(model_dir)
-    names, shapes, types, requested = plan_tensors(arch, source, type_name, has_imatrix=imatrix is not None)
-    matrix, missing = load_imatrix(imatrix, shapes) if imatrix is not None else (None, [])
-    if missing:
-        log.warning(
-            "%s: the importance matrix has no entry for %d tensors (%s%s); they are quantized without one, "
-            "as llama-quantize does",
-            out.name,
-            len(missing),
-            ", ".join(missing[:3]),
-            " ..." if len(missing) > 3 else "",
-        )
-    if warning := fallback_warning(out.name, shapes, types, requested):
-        log.warning("%s", warning)
-    order = list(shapes)
+    plan = plan_file(arch, source, type_name, imatrix)
+    warn_about(plan, out.name)
     started = time.perf_counter()
-
-    def encoded_tensors():
-        """Load, encode and measure each tensor in file order. Runs in a thread from the start, so
-        the first tensors are ready while the main thread builds and writes the metadata."""
-        for n in order:
-            data = source.load(names[n])
-            encoded = encode(data, types[n], threads, importance_of(matrix, n))
-            error = relative_rms_error(data, encoded, types[n], threads)
-            del data
-            yield n, encoded, error
-
     with staged_file(out, force) as tmp, staged_file(out.with_suffix(".json"), force) as tmp_manifest:
-        with ThreadPoolExecutor(1) as worker:
-            writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
-            add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
-            if matrix is not None:
-                add_imatrix_metadata(writer, imatrix_label or imatrix, matrix)
-            for n in order:
-                writer.add_tensor_info(
-                    n, shapes[n], np.dtype(np.float32), tensor_nbytes(shapes[n], types[n]), raw_dtype=types[n]
-                )
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            tensors = []
-            for n, encoded, error in prefetched(encoded_tensors(), worker):
-                writer.write_tensor_data(encoded)
-                entry = {"name": n, "type": types[n].name, "shape": list(shapes[n]), "bytes": int(encoded.nbytes)}
-                if n in requested:
-                    entry["requested_type"] = requested[n].name
-                if matrix is not None:
-                    entry["imatrix"] = importance_of(matrix, n) is not None and types[n] in tensor_plan.TAKES_IMATRIX
-                tensors.append({**entry, "relative_rms_error": error})
-                log.info("%-28s %-5s %s", n, types[n].name, shapes[n])
+        writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
+        add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
+        if plan.matrix is not None:
+            add_imatrix_metadata(writer, imatrix_label or imatrix, plan.matrix)
+        tensors = write_tensors(writer, plan, source, threads)
         writer.close()
-        manifest = _manifest(
-            tmp, out.name, name or model_dir.name, type_name, shapes, tensors, time.perf_counter() - started
-        )
-        if matrix is not None:
-            manifest["imatrix"] = {
-                "file": Path(imatrix).name,
-                "sha256": sha256_file(imatrix),
-                "entries": len(matrix.sums),
-                "chunks": matrix.chunk_count,
-                "datasets": matrix.datasets,
-                "missing": missing,
-            }
+        seconds = time.perf_counter() - started
+        manifest = _manifest(tmp, out.name, name or model_dir.name, type_name, plan.shapes, tensors, seconds)
+        if plan.matrix is not None:
+            manifest["imatrix"] = imatrix_record(imatrix, plan.matrix, plan.missing)
         tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
     return manifest
+
+
+def imatrix_record(path: Path | str, matrix: imatrix_file.ImportanceMatrix, missing: list[str]) -> dict:
+    """What a file's manifest says of the importance matrix it was quantized with."""
+    return {
+        "file": Path(path).name,
+        "sha256": sha256_file(path),
+        "entries": len(matrix.sums),
+        "chunks": matrix.chunk_count,
+        "datasets": matrix.datasets,
+        "missing": missing,
+    }
 
 
 def add_imatrix_metadata(writer, path: Path | str, matrix) -> None:

@@ -4,23 +4,14 @@ Both store 4-bit indices into one fixed non-linear table of 16 levels (denser ne
 weights are), with one fp16 scale per 32 values (IQ4_NL) or one per 256 values and a 6-bit scale per
 32 (IQ4_XS: 4.25 bits per weight). Each 32-value block's scale is the best of 16 candidates by
 weighted squared error; the weights are x^2, or with an importance matrix its column's importance
-times sqrt(sigma2 + x^2). Float32 in C's order, as in kquants.py.
+times sqrt(sigma2 + x^2). Float32 in C's order (blocks.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from qwen3repro.convert.kquants import (
-    F32,
-    GROUP_MAX_EPS,
-    QK_K,
-    _subblocks,
-    first_absmax,
-    fp16_round,
-    nearest_int,
-    seqsum,
-)
+from qwen3repro.convert.blocks import F32, GROUP_MAX_EPS, QK_K, first_absmax, fp16_round, nearest_int, seqsum, subblocks
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], F32)
 NTRY = 7  # candidate scales either side of the first guess, as llama-quantize runs it
@@ -84,9 +75,9 @@ def quantize_iq4_xs(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndar
     """(nb, 256) values (and importance) -> (nb, 136): fp16 super-block scale, the 6-bit block
     scales as 2 high bits (uint16) and 4 low bits (4 bytes), 128 bytes of indices."""
     nb = blocks.shape[0]
-    x = _subblocks(blocks, 32)
+    x = subblocks(blocks, 32)
     sigma2 = seqsum(blocks.T**2) * (F32(2) / F32(QK_K))
-    w = _weights(x, None if qw is None else _subblocks(qw, 32), np.repeat(sigma2, 8)[None, :])
+    w = _weights(x, None if qw is None else subblocks(qw, 32), np.repeat(sigma2, 8)[None, :])
     scales = fit_scales(x, w).reshape(nb, 8)
     d = -first_absmax(scales.T) / F32(32)
     with np.errstate(divide="ignore"):

@@ -2,100 +2,27 @@
 
 gguf-py can dequantize K-quants but not produce them; llama.cpp's reference quantizers
 (`quantize_row_q*_K_ref` in ggml-quants.c, used by llama-quantize without an importance matrix)
-are reproduced here. To match bytes, every float operation is float32 in C's order: sums run
-sequentially over a sub-block's elements (never NumPy's pairwise sum), and `nearest_int` is
-llama.cpp's own bit trick. Vectorisation is across sub-blocks: arrays are laid out element-major,
-shape (elements_per_subblock, n_subblocks), so each element step is one contiguous NumPy op.
+are reproduced here, with the float32 primitives of blocks.py (C's order of operations).
+Vectorisation is across sub-blocks: arrays are laid out element-major, shape
+(elements_per_subblock, n_subblocks), so each element step is one contiguous NumPy op.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
-from gguf import GGMLQuantizationType as T
 
-QK_K = 256
-F32 = np.float32
-GROUP_MAX_EPS = F32(1e-15)
-BLOCK_BYTES = {T.Q2_K: 84, T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
-# Blocks per chunk: large enough that NumPy's per-call overhead vanishes, small enough for cache.
-CHUNK_BLOCKS = 1024
-
-
-def nearest_int(v: np.ndarray) -> np.ndarray:
-    """llama.cpp's nearest_int: round half to even via the float32 mantissa (garbage in, same garbage out)."""
-    bits = (v.astype(F32) + F32(12582912.0)).view(np.int32)
-    return (bits & 0x007FFFFF) - 0x00400000
-
-
-def round_clip(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """clamp(nearest_int(v), lo, hi) as float32. Below 2**22 in magnitude nearest_int is exact
-    rounding (half to even), done in float; anything larger (or NaN) takes the bit-exact path."""
-    if np.abs(v).max(initial=0) < F32(4194304):
-        r = v + F32(12582912.0)
-        r -= F32(12582912.0)
-        return np.clip(r, lo, hi, out=r)
-    return np.clip(nearest_int(v), lo, hi).astype(F32)
-
-
-def _seqsum_loop(a: np.ndarray) -> np.ndarray:
-    s = np.zeros(a.shape[1:], F32)
-    for row in a:
-        s = s + row
-    return s
-
-
-def _reduce_is_sequential() -> bool:
-    """NumPy reduces a C-ordered array's leading axis row after row; check it rather than trust it."""
-    rng = np.random.default_rng(0)
-    a = (rng.standard_normal((32, 257)) * 10.0 ** rng.integers(-6, 7, (32, 257))).astype(F32)
-    a[:, :4] = [0.0, -0.0, 1e-30, -1e-30]
-    return np.array_equal(np.add.reduce(a, axis=0, initial=F32(0)), _seqsum_loop(a), equal_nan=True) and all(
-        np.signbit(np.add.reduce(a, axis=0, initial=F32(0))[:4]) == np.signbit(_seqsum_loop(a)[:4])
-    )
-
-
-def seqsum(a: np.ndarray) -> np.ndarray:
-    """Sum over axis 0 left to right in float32, as a C loop `s += a[i]` from s = 0 does. NumPy sums
-    pairwise along a contiguous axis: any layout is first made C-ordered (where axis 0 is reduced row
-    after row), and a column, whose one axis is contiguous either way, is summed with accumulate,
-    sequential by definition (the final + 0 gives C's +0 for an all-zero sum). Callers need not care
-    how their array is laid out."""
-    a = np.ascontiguousarray(a)
-    if a.ndim > 1 and a[0].size > 1:
-        return np.add.reduce(a, axis=0, initial=F32(0))
-    return np.add.accumulate(a, axis=0)[-1] + F32(0)
-
-
-if not _reduce_is_sequential():  # pragma: no cover - a NumPy that reorders reductions
-    seqsum = _seqsum_loop  # noqa: F811
-
-
-def first_absmax(x: np.ndarray) -> np.ndarray:
-    """Over axis 0, the signed value of the first element of largest magnitude, scanned as C does
-    (`if (fabsf(v) > amax)` from 0): NaNs are skipped and an all-zero column gives +0."""
-    amax = np.zeros(x.shape[1:], F32)
-    value = np.zeros(x.shape[1:], F32)
-    for row in x:
-        ax = np.abs(row)
-        take = ax > amax
-        amax = np.where(take, ax, amax)
-        value = np.where(take, row, value)
-    return value
-
-
-def max_from_zero(v: np.ndarray) -> np.ndarray:
-    """Over axis 1, C's `m = 0; if (v[j] > m) m = v[j];` (never -0 or NaN, unlike np.max)."""
-    m = np.zeros(v.shape[0], F32)
-    for j in range(v.shape[1]):
-        m = np.where(v[:, j] > m, v[:, j], m)
-    return m
-
-
-def fp16_round(v: np.ndarray) -> np.ndarray:
-    return v.astype(np.float16)
+from qwen3repro.convert.blocks import (
+    F32,
+    GROUP_MAX_EPS,
+    QK_K,
+    first_absmax,
+    fp16_round,
+    max_from_zero,
+    nearest_int,
+    round_clip,
+    seqsum,
+    subblocks,
+)
 
 
 def _err(diff: np.ndarray, use_mad: bool) -> np.ndarray:
@@ -191,13 +118,8 @@ def make_q3_quants_rmse(x, nmax):
     return np.where(zero, F32(0), scale), np.where(zero, F32(0), L + F32(nmax))
 
 
-def _subblocks(blocks: np.ndarray, n: int) -> np.ndarray:
-    """(nb, 256) -> (n, nb * 256/n): element-major, sub-block j of block b in column b * (256/n) + j."""
-    return np.ascontiguousarray(blocks.reshape(-1, n).T)
-
-
 def _to_blocks(L: np.ndarray, nb: int) -> np.ndarray:
-    """Inverse of _subblocks for the integer levels: (n, nb * 256/n) -> (nb, 256)."""
+    """Inverse of subblocks for the integer levels: (n, nb * 256/n) -> (nb, 256)."""
     return L.T.reshape(nb, QK_K)
 
 
@@ -243,7 +165,7 @@ def _requantize_symmetric(x, L, dsub, nmax, nb):
 def _qkx_block(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
     """Shared first half of Q4_K and Q5_K: levels, d, dmin and packed scales per block."""
     nb = blocks.shape[0]
-    x = _subblocks(blocks, 32)
+    x = subblocks(blocks, 32)
     av_x = np.sqrt(seqsum(x * x) / F32(32))
     w = av_x + np.abs(x)
     scales, mins, L = make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad=False)
@@ -295,7 +217,7 @@ def pack_q5_k(L, d, dmin, packed) -> np.ndarray:
 
 def quantize_q2_k(blocks: np.ndarray) -> np.ndarray:
     nb = blocks.shape[0]
-    x = _subblocks(blocks, 16)
+    x = subblocks(blocks, 16)
     scales, mins, L = make_qkx2_quants(x, np.abs(x), 3, -0.5, 0.1, 15, use_mad=True)
     scales, mins = scales.reshape(nb, 16), mins.reshape(nb, 16)
     max_scale, max_min = max_from_zero(scales), max_from_zero(mins)
@@ -323,7 +245,7 @@ def pack_q2_k(x, L, packed, d, dmin) -> np.ndarray:
 
 def quantize_q3_k(blocks: np.ndarray) -> np.ndarray:
     nb = blocks.shape[0]
-    x = _subblocks(blocks, 16)
+    x = subblocks(blocks, 16)
     scales, L = make_q3_quants_rmse(x, 4)
     scales = scales.reshape(nb, 16)
     max_scale = first_absmax(scales.T)
@@ -359,8 +281,8 @@ def quantize_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarra
     """Q6_K; with `qw` (blocks' importance, same shape) as quantize_row_q6_K_impl, which takes the
     importance as the fit's weights as they are."""
     nb = blocks.shape[0]
-    x = _subblocks(blocks, 16)
-    scales, L = make_qx_quants(x, 32, None if qw is None else _subblocks(qw, 16))
+    x = subblocks(blocks, 16)
+    scales, L = make_qx_quants(x, 32, None if qw is None else subblocks(qw, 16))
     scales = scales.reshape(nb, 16)
     max_scale = first_absmax(scales.T)
     zero = np.abs(max_scale) < GROUP_MAX_EPS
@@ -376,43 +298,3 @@ def quantize_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarra
     out = np.concatenate([ql, qh, q_scales.view(np.uint8), d.view(np.uint8).reshape(-1, 2)], axis=1)
     out[zero] = 0
     return out
-
-
-QUANTIZERS = {
-    T.Q2_K: quantize_q2_k,
-    T.Q3_K: quantize_q3_k,
-    T.Q4_K: quantize_q4_k,
-    T.Q5_K: quantize_q5_k,
-    T.Q6_K: quantize_q6_k,
-}
-
-
-def map_chunks(fn, rows: np.ndarray, out: np.ndarray, chunk: int, threads: int | None = None) -> None:
-    """out[i:i+chunk] = fn(rows[i:i+chunk]) over all chunks, on `threads` threads (default: all
-    cores): NumPy releases the GIL inside each array operation, so chunks run in parallel."""
-
-    def run(start: int) -> None:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            out[start : start + chunk] = fn(rows[start : start + chunk])
-
-    starts = range(0, rows.shape[0], chunk)
-    threads = threads or os.cpu_count() or 1
-    if threads > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(run, starts))
-    else:
-        for start in starts:
-            run(start)
-
-
-def quantize(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarray:
-    """Quantize a float array whose last dimension is a multiple of 256 to `qtype`'s blocks.
-
-    Same convention as gguf.quants.quantize: the result is uint8 with the last dimension in bytes.
-    """
-    if data.shape[-1] % QK_K:
-        raise ValueError(f"{qtype.name} needs rows of a multiple of {QK_K} values, got {data.shape[-1]}")
-    blocks = np.ascontiguousarray(data, dtype=F32).reshape(-1, QK_K)
-    out = np.empty((blocks.shape[0], BLOCK_BYTES[qtype]), np.uint8)
-    map_chunks(QUANTIZERS[qtype], blocks, out, CHUNK_BLOCKS, threads)
-    return out.reshape(*data.shape[:-1], data.shape[-1] // QK_K * BLOCK_BYTES[qtype])

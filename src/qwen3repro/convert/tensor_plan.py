@@ -14,6 +14,7 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
+from qwen3repro.convert.quants import TAKES_IMATRIX
 from qwen3repro.errors import UserError
 
 # file type name -> (llama ftype written to general.file_type, default tensor type)
@@ -42,8 +43,6 @@ IMATRIX_SUFFIX = "-imat"
 UNQUANTIZED = (T.F32, T.F16, T.BF16)
 # llama.cpp's fallbacks when a row length is not a multiple of the type's block size
 FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0, T.IQ4_XS: T.IQ4_NL}
-# Tensor types whose quantizer weighs values by an importance matrix (Q8_0 and the floats ignore one)
-TAKES_IMATRIX = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.IQ4_NL, T.IQ4_XS}
 
 
 def file_type(name: str) -> tuple[FT, T]:

@@ -5,36 +5,33 @@ With an importance matrix llama.cpp leaves its reference quantizers for `quantiz
 sqrt(sigma2 + x^2), sigma2 being the mean square of the (super-)block, or for the legacy types of
 the whole row; the K-quants then fit their sub-block scales to those same weights (make_qp_quants)
 instead of scaling to the largest. Q6_K takes the importance as its weights unchanged, and Q8_0
-ignores it. Same float32 discipline as kquants.py: sums run in C's order, arrays element-major.
+ignores it. Same float32 primitives as kquants.py (blocks.py): sums in C's order, arrays element-major.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
 
 from qwen3repro.convert import iq4
-from qwen3repro.convert.kquants import (
-    CHUNK_BLOCKS,
+from qwen3repro.convert.blocks import (
     F32,
     GROUP_MAX_EPS,
     QK_K,
-    _subblocks,
-    finish_k4,
     fp16_round,
-    make_qkx2_quants,
-    make_qx_quants,
-    map_chunks,
     max_from_zero,
     nearest_int,
+    seqsum,
+    subblocks,
+)
+from qwen3repro.convert.kquants import (
+    finish_k4,
+    make_qkx2_quants,
+    make_qx_quants,
     pack_q2_k,
     pack_q3_k,
     pack_q4_k,
     pack_q5_k,
-    quantize_q6_k,
-    seqsum,
 )
-from qwen3repro.gguf_file import tensor_nbytes
 
 
 def make_qp_quants(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +83,7 @@ def importance_weights(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.
 
 def block_sigma2(blocks: np.ndarray, factor: float) -> np.ndarray:
     """factor * sum(x^2) / 256 per super-block, summed in C's order; shape (1, nb) to broadcast
-    over a block's sub-blocks once they are laid out by `_subblocks`."""
+    over a block's sub-blocks once they are laid out by `subblocks`."""
     return F32(factor) * seqsum(blocks.T**2) / F32(QK_K)
 
 
@@ -96,7 +93,7 @@ def _per_subblock(sigma2: np.ndarray, n: int) -> np.ndarray:
 
 def quantize_q2_k(blocks: np.ndarray, qw: np.ndarray) -> np.ndarray:
     nb = blocks.shape[0]
-    x, q = _subblocks(blocks, 16), _subblocks(qw, 16)
+    x, q = subblocks(blocks, 16), subblocks(qw, 16)
     weight = importance_weights(x, q, _per_subblock(block_sigma2(blocks, 1.0), 16))
     sw = seqsum(weight).reshape(nb, 16)
     scales, mins, L = make_qkx2_quants(x, weight, 3, -0.9, 0.05, 36, use_mad=False)
@@ -108,7 +105,7 @@ def quantize_q2_k(blocks: np.ndarray, qw: np.ndarray) -> np.ndarray:
 
 def quantize_q3_k(blocks: np.ndarray, qw: np.ndarray) -> np.ndarray:
     nb = blocks.shape[0]
-    x, q = _subblocks(blocks, 16), _subblocks(qw, 16)
+    x, q = subblocks(blocks, 16), subblocks(qw, 16)
     weight = importance_weights(x, q, _per_subblock(block_sigma2(blocks, 2.0), 16))
     sw = seqsum(weight).reshape(nb, 16)
     scales, L = make_qx_quants(x, 4, weight)
@@ -118,7 +115,7 @@ def quantize_q3_k(blocks: np.ndarray, qw: np.ndarray) -> np.ndarray:
 
 def _qkx_block(blocks: np.ndarray, qw: np.ndarray, nmax: int):
     nb = blocks.shape[0]
-    x, q = _subblocks(blocks, 32), _subblocks(qw, 32)
+    x, q = subblocks(blocks, 32), subblocks(qw, 32)
     weight = importance_weights(x, q, _per_subblock(block_sigma2(blocks, 2.0), 32))
     sw = seqsum(weight).reshape(nb, 8).T
     scales, mins, L = make_qkx2_quants(x, weight, nmax, -0.9, 0.05, 36, use_mad=False)
@@ -196,45 +193,3 @@ def quantize_q5_1(rows: np.ndarray, qw: np.ndarray) -> np.ndarray:
 def quantize_iq4_nl(rows: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     importance = None if qw is None else np.tile(qw.reshape(-1, 32), (rows.shape[0], 1))
     return iq4.quantize_iq4_nl(rows.reshape(-1, 32), importance).reshape(rows.shape[0], -1)
-
-
-# Per super-block quantizers: (blocks (nb, 256), importance (nb, 256)) -> (nb, bytes)
-BLOCK_QUANTIZERS = {
-    T.Q2_K: quantize_q2_k,
-    T.Q3_K: quantize_q3_k,
-    T.Q4_K: quantize_q4_k,
-    T.Q5_K: quantize_q5_k,
-    T.Q6_K: quantize_q6_k,
-    T.IQ4_XS: iq4.quantize_iq4_xs,
-}
-# Per row quantizers: (rows (r, n), importance (n,)) -> (r, bytes)
-ROW_QUANTIZERS = {
-    T.Q4_0: quantize_q4_0,
-    T.Q4_1: quantize_q4_1,
-    T.Q5_0: quantize_q5_0,
-    T.Q5_1: quantize_q5_1,
-    T.IQ4_NL: quantize_iq4_nl,
-}
-
-
-def quantize(data: np.ndarray, qtype: T, importance: np.ndarray | None, threads: int | None = None) -> np.ndarray:
-    """`data` (row last) as `qtype`'s bytes, each row weighted by `importance` (one weight per
-    column; None for IQ4_NL / IQ4_XS without an importance matrix). Same convention as kquants.quantize."""
-    rows = np.ascontiguousarray(data, dtype=F32).reshape(-1, data.shape[-1])
-    n = rows.shape[1]
-    block = QK_K if qtype in BLOCK_QUANTIZERS else 32
-    if n % block:
-        raise ValueError(f"{qtype.name} needs rows of a multiple of {block} values, got {n}")
-    if importance is not None and importance.shape != (n,):
-        raise ValueError(f"{qtype.name}: {importance.size} importance weights for rows of {n}")
-    qw = None if importance is None else np.ascontiguousarray(importance, dtype=F32)
-
-    def rows_of(chunk: np.ndarray) -> np.ndarray:
-        if qtype in ROW_QUANTIZERS:
-            return ROW_QUANTIZERS[qtype](chunk, qw)
-        tiled = None if qw is None else np.tile(qw.reshape(-1, QK_K), (chunk.shape[0], 1))
-        return BLOCK_QUANTIZERS[qtype](chunk.reshape(-1, QK_K), tiled).reshape(chunk.shape[0], -1)
-
-    out = np.empty((rows.shape[0], tensor_nbytes((1, n), qtype)), np.uint8)
-    map_chunks(rows_of, rows, out, max(1, CHUNK_BLOCKS * QK_K // n), threads)
-    return out.reshape(*data.shape[:-1], out.shape[-1])

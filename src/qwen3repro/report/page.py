@@ -10,9 +10,9 @@ import markupsafe
 
 from qwen3repro.fsutil import staged_dir, write_text_atomic
 from qwen3repro.report import figures
+from qwen3repro.report.answers import answer_table
 from qwen3repro.report.inputs import ModelSection, collect, environment
 from qwen3repro.report.tables import (
-    answer_table,
     has,
     has_runtime_kld,
     imatrix_table,

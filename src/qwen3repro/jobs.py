@@ -1,0 +1,114 @@
+"""What each rule's jobs ask the scheduler for: one entry per rule, its memory and its time limit.
+
+A rule whose jobs need more than the profiles' `default-resources` (1024 MB, 10 minutes) has an
+entry in RULES; adding a rule means adding its line here, nothing in the rule files but
+`resources: **needs("<rule>")`. The estimates themselves live in qwen3repro.resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from qwen3repro import resources
+from qwen3repro.config import model_settings
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as Snakemake describes it when it asks for resources."""
+
+    config: dict
+    wildcards: Any
+    input: Any
+    threads: int
+
+    @property
+    def spec(self) -> dict:
+        return self.config["models"][self.wildcards.model]
+
+    @property
+    def trained(self) -> bool:
+        return self.spec["source"] == "trained"
+
+    def settings(self, stage: str) -> dict:
+        return model_settings(self.config, self.wildcards.model)[stage]
+
+
+def perplexity_low_memory(job: Job) -> bool:
+    """Low-memory mode where the weights in float32 would not fit a job (cluster.mem_mb)."""
+    return resources.perplexity_low_memory(
+        job.input.gguf, job.input.base, job.settings("perplexity"), job.config["cluster"]["mem_mb"]
+    )
+
+
+def _perplexity_mb(job: Job) -> int:
+    perplexity = job.settings("perplexity")
+    return resources.perplexity_mb(
+        job.input.gguf,
+        job.input.base,
+        perplexity["n_ctx"],
+        perplexity_low_memory(job),
+        "llama.cpp" in perplexity["runtimes"],
+    )
+
+
+def _perplexity_minutes(job: Job) -> int:
+    return resources.perplexity_minutes(
+        job.input.gguf, job.input.corpus, job.settings("perplexity"), job.threads, perplexity_low_memory(job)
+    )
+
+
+Estimate = Callable[[Job], int]
+
+# rule: (memory in MiB, time limit in minutes)
+RULES: dict[str, tuple[Estimate, Estimate]] = {
+    "get_model": (
+        lambda j: resources.model_mb(j.spec),
+        lambda j: resources.model_minutes(j.spec, j.threads),
+    ),
+    "convert": (
+        lambda j: resources.convert_mb(j.input.model_dir),
+        lambda j: resources.convert_minutes(j.input.model_dir, j.wildcards.type, j.threads),
+    ),
+    "imatrix": (
+        lambda j: resources.gguf_mb(j.input.gguf),
+        lambda j: resources.imatrix_minutes(j.input.gguf, j.settings("convert")["imatrix"], j.threads),
+    ),
+    "check": (
+        lambda j: resources.check_mb(j.input.gguf, j.settings("check")["max_tokens"]),
+        lambda j: resources.check_minutes(j.input.gguf, j.wildcards.type, j.settings("check"), j.threads),
+    ),
+    "perplexity": (_perplexity_mb, _perplexity_minutes),
+    "bandwidth": (lambda j: 2048, lambda j: 5),
+    "bench_gguf": (
+        lambda j: resources.gguf_mb(j.input.gguf),
+        lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads),
+    ),
+    "bench_hf": (
+        lambda j: resources.bench_hf_mb(j.input.model_dir, j.wildcards.engine),
+        lambda j: resources.bench_hf_minutes(j.input.model_dir, j.settings("bench"), j.threads),
+    ),
+    "sweep": (
+        lambda j: resources.sweep_mb(j.input.gguf, j.settings("sweep")),
+        lambda j: resources.sweep_minutes(j.input.gguf, j.settings("sweep")),
+    ),
+    "traces": (
+        lambda j: resources.gguf_mb(j.input.gguf),
+        lambda j: resources.traces_minutes(j.input.gguf, j.settings("sweep")),
+    ),
+    "samples": (
+        lambda j: resources.samples_mb(j.input.gguf, j.trained),
+        lambda j: resources.samples_minutes(j.input.gguf, j.settings("samples"), j.trained),
+    ),
+    "report": (lambda j: 2048, lambda j: 15),
+}
+
+
+def needs(config: dict, rule: str) -> dict[str, Callable]:
+    """A rule's `resources:` as Snakemake takes them: callables of the job's wildcards, inputs and threads."""
+    mem_mb, minutes = RULES[rule]
+    return {
+        "mem_mb": lambda wildcards, input, threads: mem_mb(Job(config, wildcards, input, threads)),
+        "runtime": lambda wildcards, input, threads: minutes(Job(config, wildcards, input, threads)),
+    }
