@@ -21,6 +21,21 @@ def test_rows_have_llama_bench_fields_for_every_engine_and_test(tiny_f32, tiny_m
     for r in rows:
         assert len(r.samples_ns) == 2 and r.avg_ts > 0 and r.stddev_ts >= 0 and r.n_threads == 1
         assert r.load_s > 0 and r.peak_rss_bytes > 50 * 2**20 and r.model_size > 0
+        # the bandwidth probed just before and just after the runs, beside them
+        assert len(r.bandwidth_probes) == 2 and min(r.bandwidth_probes) > 1e8
+
+
+def test_each_engine_s_roofline_counts_the_bytes_that_engine_reads_per_token(tiny_model, tiny_f32, tmp_path):
+    from qwen3repro.bench.measure import describe
+    from qwen3repro.convert.converter import convert
+    from qwen3repro.gguf_file import GGUFFile
+
+    q4 = convert(tiny_model, "Q4_K_M", tmp_path / "q4.gguf") and tmp_path / "q4.gguf"
+    with GGUFFile(tiny_f32) as f:
+        float32_bytes = sum(4 * t.n_elements for t in f.tensors.values())
+    # the NumPy engine holds every file type in float32; llama.cpp reads the file's own blocks
+    assert describe("numpy", q4)[1] == describe("numpy", tiny_f32)[1] == float32_bytes
+    assert describe("llama.cpp", q4)[1] < float32_bytes / 4
 
 
 def test_bench_command_prints_the_table_and_ratios_and_writes_json(tiny_f32, tmp_path):
@@ -112,6 +127,17 @@ def test_roofline_is_bandwidth_over_bytes_per_token_for_decode_rows():
     assert table.loc["pp128"].isna()["ceiling_share"]
 
 
+def test_a_row_s_roofline_uses_the_bandwidth_probed_beside_it():
+    row = dict(
+        engine="numpy", model_filename="m.gguf", model_type="F32", model_size=10, bytes_per_token=1e9, n_prompt=0,
+        n_gen=32, n_threads=2, samples_ns=[1], avg_ts=12.0, stddev_ts=0.1, load_s=0.1, peak_rss_bytes=1,
+        test="tg32", ttft_ms=None, bandwidth_probes=[9e9, 10e9],
+    )  # fmt: skip
+    table = summary_table([row], bandwidth=50e9)  # a probe at another time: not used
+    assert table.loc[0, "ceiling_ts"] == 10.0 and table.loc[0, "ceiling_share"] == 1.2
+    assert "probe and the bench disagree" in table.loc[0, "ceiling_flag"]
+
+
 def test_bench_types_must_be_converted_ones():
     from qwen3repro.config import validate_config
     from qwen3repro.errors import UserError
@@ -121,3 +147,30 @@ def test_bench_types_must_be_converted_ones():
         validate_config(config)
     with pytest.raises(UserError, match="bench.engines.0: 'vllm' is not one of"):
         validate_config({**config, "bench": {"types": ["F32"], "engines": ["vllm"]}})
+
+
+def test_depths_and_prompt_generation_pairs_are_llama_bench_s_tests(tiny_f32):
+    from qwen3repro.bench.measure import tests_to_run
+
+    tests = tests_to_run({"numpy": tiny_f32}, [16], [4], 1, 1, 4096, n_depth=[0, 64], pg=[(16, 4)])
+    assert tests == [(16, 0, 0), (0, 4, 0), (16, 4, 0), (16, 0, 64), (0, 4, 64), (16, 4, 64)]
+    with pytest.raises(Exception, match="needs 84 positions; the model's context is 80"):
+        tests_to_run({"numpy": tiny_f32}, [16], [4], 1, 1, 80, n_depth=[64], pg=[(16, 4)])
+
+
+def test_bench_at_depths_and_thread_counts_prints_the_table_and_draws_the_plot(tiny_f32, tmp_path):
+    out, plot = tmp_path / "bench.json", tmp_path / "depth.png"
+    proc = run_cli(
+        "bench", "--gguf", str(tiny_f32), "--engines", "numpy", "-p", "0", "-n", "4", "-pg", "8,2",
+        "-d", "0", "32", "-t", "1", "2", "-r", "1", "--json", str(out), "--plot", str(plot),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(out.read_text())
+    assert {(r["test"], r["n_threads"]) for r in records} == {
+        (test, threads) for test in ("tg4", "pp8+tg2", "tg4 @ d32", "pp8+tg2 @ d32") for threads in (1, 2)
+    }
+    by_test = {(r["test"], r["n_threads"]): r for r in records}
+    # the KV cache grows with the positions the test ends at: float32 keys and values per layer
+    assert by_test[("tg4 @ d32", 1)]["kv_cache_bytes"] == 9 * by_test[("tg4", 1)]["kv_cache_bytes"]
+    assert "tg4 @ d32" in proc.stdout and "1 threads: memory bandwidth" in proc.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")

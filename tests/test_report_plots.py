@@ -3,14 +3,14 @@ labelled once, and a speed whose repetitions disagree by 10% or more is marked, 
 
 import pandas as pd
 
-from qwen3repro.report import figures
+from qwen3repro.report import figures, speed_figures
 from qwen3repro.report.answers import answer_table
 from qwen3repro.report.inputs import ModelSection
 from qwen3repro.report.tables import speed_cell
 
 
 def test_labels_of_crowded_points_do_not_overlap_and_coinciding_points_are_labelled_once():
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     fig, axis = plt.subplots(figsize=(4, 3))
     points = [(8.3 + 0.01 * i, 1e-3 * (1 + 0.05 * i), f"T{i}") for i in range(12)]
     points += [(8.3, 1e-3, "same-as-T0")]
@@ -28,7 +28,7 @@ def test_labels_of_crowded_points_do_not_overlap_and_coinciding_points_are_label
     plt.close(fig)
 
 
-def bench_rows(samples: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFrame:
+def bench_rows(samples: dict[tuple[str, str], tuple[float, float]], shares: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
@@ -37,7 +37,7 @@ def bench_rows(samples: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFr
                 "test": "tg32",
                 "avg_ts": avg,
                 "stddev_ts": sd,
-                "ceiling_share": 0.5,
+                "ceiling_share": (shares or {}).get((engine, t), 0.5),
                 "bytes_per_token": 1e9,
                 "bandwidth_gbs": 20.0,
             }
@@ -65,8 +65,30 @@ def test_the_fastest_decode_is_the_fastest_steady_measurement_and_noise_is_said(
     assert speed_cell(30.0, 6.0) == "30.0 ± 6.0 (noisy)" and speed_cell(30.0, 2.9) == "30.0 ± 2.9"
 
 
+def test_no_share_of_the_roofline_above_100_percent_reaches_the_answers():
+    # Q8_0 measured "faster than the machine can read its weights": the probe and the bench disagreed
+    bench = bench_rows(
+        {("numpy", "F32"): (10.0, 0.3), ("numpy", "Q8_0"): (12.0, 0.3), ("llama.cpp", "F32"): (11.0, 0.3)},
+        shares={("numpy", "F32"): 0.9, ("numpy", "Q8_0"): 1.16, ("llama.cpp", "F32"): 1.02},
+    )
+    _, rows = answer_table([section(bench)], 0.01)
+    answers = {question: answer for question, answer, _ in rows}
+    numpy = answers["fastest decode, numpy"]
+    assert numpy.startswith("F32: 10.0 ± 0.3 t/s (tg32), 90% of its bandwidth roofline (bytes read: its float32")
+    assert numpy.endswith("above 100% of the roofline (probe and bench disagree: measure again): Q8_0 116%")
+    assert answers["fastest decode, llama.cpp"].startswith("no row steady enough")
+    assert "102%" not in answers["fastest decode, llama.cpp"].split(";")[0]
+
+
+def test_speeds_within_each_others_noise_are_named_as_a_tie_not_ranked():
+    bench = bench_rows({("numpy", "F32"): (10.0, 0.4), ("numpy", "Q8_0"): (9.5, 0.3), ("numpy", "Q2_K"): (8.0, 0.3)})
+    _, rows = answer_table([section(bench)], 0.01)
+    answer = {question: answer for question, answer, _ in rows}["fastest decode, numpy"]
+    assert "within noise of it: Q8_0 9.5 ± 0.3" in answer and "Q2_K" not in answer
+
+
 def test_the_speed_plot_leaves_out_noisy_bars():
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     drawn = []
     original = plt.Axes.barh
 
@@ -76,7 +98,45 @@ def test_the_speed_plot_leaves_out_noisy_bars():
 
     plt.Axes.barh = spy
     try:
-        png = figures.speed(bench_rows({("numpy", "F32"): (10.0, 0.5), ("numpy", "Q4_K_M"): (30.0, 6.0)}))
+        png = speed_figures.speed(bench_rows({("numpy", "F32"): (10.0, 0.5), ("numpy", "Q4_K_M"): (30.0, 6.0)}))
     finally:
         plt.Axes.barh = original
     assert png.startswith(b"\x89PNG") and drawn == [10.0]
+
+
+def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_engine():
+    from qwen3repro.report.answers import memory_answers
+
+    trained = ModelSection(
+        name="small",
+        manifest={},
+        hf_config={},
+        n_parameters=1,
+        tokenizer={},
+        types=pd.DataFrame(
+            {
+                "type": ["F32", "Q8_0", "Q4_K_M", "Q2_K"],
+                "kld_mean": [0.0, 4e-5, 2e-4, 1.2e-3],
+                "llama.cpp kld_mean": [0.0, 1.2e-4, 3.6e-4, 1.5e-3],
+            }
+        ),
+        bench=pd.DataFrame(),
+    )
+    peaks = {"F32": 2.4e9, "Q8_0": 0.75e9, "Q4_K_M": 0.51e9, "Q2_K": 0.42e9}
+    bench = pd.DataFrame(
+        [
+            {"engine": e, "model_type": t, "test": "tg32", "n_prompt": 0, "n_gen": 32, "n_depth": 0,
+             "peak_rss_bytes": peak if e == "llama.cpp" else 2.41e9}
+            for e in ("numpy", "llama.cpp") for t, peak in peaks.items()
+        ]
+    )  # fmt: skip
+    shape = section(bench)
+    answers = {q: a for q, a, _ in memory_answers([trained, shape], machine_gb=24)}
+    llama = answers["best file that fits in memory, llama.cpp"]
+    assert llama.startswith("1 GB: Q8_0 (0.75 GB, KLD 0.00012); 2 GB: Q8_0")
+    assert "4 GB: F32 (2.40 GB, KLD 0)" in llama and "this machine's 24 GB: F32" in llama
+    assert "KLD from small's file of the same type" in llama
+    # the NumPy engine holds every type in float32: nothing fits 1 or 2 GB, and F32 is its best above
+    numpy = answers["best file that fits in memory, numpy"]
+    assert numpy.startswith("1 GB: none (the smallest, F32, peaks at 2.41 GB); 2 GB: none")
+    assert "4 GB: F32 (2.41 GB, KLD 0)" in numpy

@@ -31,7 +31,9 @@ def test_lint_is_clean(repo):
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("config", ["config.yaml", "qwen3-tiny.yaml", "qwen3-0.6b.yaml", "qwen3-0.6b-shape.yaml"])
+@pytest.mark.parametrize(
+    "config", ["config.yaml", "qwen3-tiny.yaml", "qwen3-0.6b.yaml", "qwen3-0.6b-quick.yaml", "qwen3-0.6b-shape.yaml"]
+)
 def test_dry_run_lists_the_dag(repo, tmp_path, config):
     proc = snakemake(repo, tmp_path, "-n", "--configfile", str(repo / "config" / config))
     assert proc.returncode == 0, proc.stderr

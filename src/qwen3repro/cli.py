@@ -153,6 +153,15 @@ def _add_engine_commands(sub) -> None:
     p.set_defaults(func=cmd_tokenize)
 
 
+def _pair(text: str) -> tuple[int, int]:
+    """llama-bench's -pg value: "512,128"."""
+    try:
+        n_prompt, n_gen = (int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PROMPT,GEN such as 512,128, got {text!r}") from None
+    return n_prompt, n_gen
+
+
 def _add_measure_commands(sub) -> None:
     """bench, perplexity: llama-bench's and llama-perplexity's analogues."""
     p = sub.add_parser("bench", help="prefill and decode speed of engines side by side, as llama-bench measures")
@@ -162,12 +171,19 @@ def _add_measure_commands(sub) -> None:
         "--engines",
         nargs="+",
         default=["numpy", "llama.cpp", "transformers-f32"],
-        help="numpy, llama.cpp, transformers-f32, transformers-bf16",
+        help="numpy, numpy-low-memory, llama.cpp, transformers-f32, transformers-bf16",
     )
     p.add_argument("-p", "--n-prompt", type=int, nargs="*", default=[128], help="prompt lengths (default 128)")
     p.add_argument("-n", "--n-gen", type=int, nargs="*", default=[128], help="generated lengths (default 128)")
+    p.add_argument(
+        "-pg", type=_pair, nargs="*", default=[], metavar="P,G", help="prompt then generation, timed together"
+    )
+    p.add_argument(
+        "-d", "--n-depth", type=int, nargs="*", default=[0], help="context depths: tokens already there (default 0)"
+    )
     p.add_argument("-r", "--repetitions", type=int, default=3)
-    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("-t", "--threads", type=int, nargs="+", default=[2], help="thread counts (default 2)")
+    p.add_argument("--plot", help="also draw decode speed against depth, per engine and type, into this PNG")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_bench)

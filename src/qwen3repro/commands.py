@@ -243,32 +243,50 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from qwen3repro.bench.measure import as_records, bench, context_length, engine_paths
     from qwen3repro.bench.tables import format_summary, ratios, summary_table
-    from qwen3repro.bench.worker import measure_bandwidth
-    from qwen3repro.fsutil import check_writable_target, write_text_atomic
+    from qwen3repro.fsutil import check_writable_target, staged_file, write_text_atomic
 
-    if args.json:  # before minutes of measuring, not after
-        check_writable_target(Path(args.json), args.force)
+    for target in (args.json, args.plot):  # before minutes of measuring, not after
+        if target:
+            check_writable_target(Path(target), args.force)
     engines = engine_paths(args.engines, args.gguf, args.hf)
     context = context_length(args.gguf) if args.gguf else None
-    rows = bench(
-        engines,
-        args.n_prompt,
-        args.n_gen,
-        args.repetitions,
-        args.threads,
-        context,
-        progress=lambda message: print(message, file=sys.stderr),
-    )
-    bandwidth = measure_bandwidth(args.threads) if any(n for n in args.n_gen) else None
+    rows = []
+    for threads in dict.fromkeys(args.threads):  # one thread count after another, as llama-bench -t 1,2
+        rows += bench(
+            engines,
+            args.n_prompt,
+            args.n_gen,
+            args.repetitions,
+            threads,
+            context,
+            progress=lambda message, t=threads: print(f"{t} threads: {message}", file=sys.stderr),
+            n_depth=args.n_depth,
+            pg=args.pg,
+        )
     records = as_records(rows)
-    print(format_summary(summary_table(records, bandwidth)))
+    table = summary_table(records, None)  # each row's roofline from the probes beside it
+    print(format_summary(table))
     for line in ratios(rows):
         print(line)
-    if bandwidth is not None:
+    for threads in dict.fromkeys(args.threads):
+        probes = next(r.bandwidth_probes for r in rows if r.n_threads == threads)
         print(
-            f"memory bandwidth (float32 GEMV probe): {bandwidth / 1e9:.1f} GB/s; roofline: decode t/s as a share "
-            "of bandwidth / weight bytes read per token"
+            f"{threads} threads: memory bandwidth (float32 GEMV probe) {probes[0] / 1e9:.1f} GB/s before the runs, "
+            f"{probes[1] / 1e9:.1f} after"
         )
+    print(
+        "roofline: decode t/s as a share of the better probe / bytes the engine reads per token (numpy: every "
+        "type in float32; at a depth, the KV cache too); '!' marks a share above 100%, a measurement to repeat"
+    )
+    if args.plot:
+        from qwen3repro.report.speed_figures import decode_by_depth
+
+        png = decode_by_depth(table)
+        if png is None:
+            print("no plot: no decode test ran at two depths or more", file=sys.stderr)
+        else:
+            with staged_file(Path(args.plot), args.force) as tmp:
+                tmp.write_bytes(png)
     if args.json:
         write_text_atomic(Path(args.json), json.dumps(records, indent=1) + "\n", force=args.force)
 

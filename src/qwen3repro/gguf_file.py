@@ -8,6 +8,7 @@ one pass and maps tensor data lazily. Types and block sizes come from gguf-py.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -53,6 +54,10 @@ class TensorInfo:
     shape: tuple[int, ...]  # NumPy order: the row (GGUF's ne[0]) last
     offset: int  # absolute, in the file
     nbytes: int
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
 
 
 class GGUFFile:

@@ -82,11 +82,11 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
     "perplexity": (_perplexity_mb, _perplexity_minutes),
     "bandwidth": (lambda j: 2048, lambda j: 5),
     "bench_gguf": (
-        lambda j: resources.gguf_mb(j.input.gguf),
+        lambda j: resources.gguf_mb(j.input.gguf) + resources.PROBE_MB,
         lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads),
     ),
     "bench_hf": (
-        lambda j: resources.bench_hf_mb(j.input.model_dir, j.wildcards.engine),
+        lambda j: resources.bench_hf_mb(j.input.model_dir, j.wildcards.engine) + resources.PROBE_MB,
         lambda j: resources.bench_hf_minutes(j.input.model_dir, j.settings("bench"), j.threads),
     ),
     "sweep": (

@@ -22,6 +22,8 @@ PLACEHOLDER_MB = 1024
 # before it touches a weight (about 500 MiB measured), with room to spare.
 BASE_MB = 1024
 MiB = 2**20
+# the bandwidth probe's 1 GiB matrix, which a bench job allocates beside its engines (roofline.py)
+PROBE_MB = 1024
 
 
 def safetensors_bytes(model_dir: Path | str) -> int:
@@ -340,7 +342,9 @@ def bench_seconds(n_weights: int, settings: dict, threads: int) -> float:
 
 def bench_gguf_minutes(gguf: Path | str, settings: dict, threads: int) -> int:
     """numpy and llama.cpp on the file, one after the other."""
-    engines = len([e for e in settings["engines"] if e in ("numpy", "llama.cpp")])
+    from qwen3repro.bench.runtimes import GGUF_ENGINES
+
+    engines = len([e for e in settings["engines"] if e in GGUF_ENGINES])
     return minutes(engines * bench_seconds(n_weights_of_gguf(gguf), settings, threads))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from qwen3repro import jobs
+from qwen3repro.bench.runtimes import GGUF_ENGINES
 from qwen3repro.config import file_variants, model_settings, runs
 from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.verify.verdict import perplexity_inputs
@@ -86,7 +87,7 @@ def samples_files():
 
 def bench_parts(wildcards):
     bench = settings(wildcards, "bench")
-    gguf_engines = [e for e in bench["engines"] if e in ("numpy", "llama.cpp")]
+    gguf_engines = [e for e in bench["engines"] if e in GGUF_ENGINES]
     parts = [f"results/bench/{wildcards.model}/{t}.json" for t in bench["types"]] if gguf_engines else []
     parts += [f"results/bench/{wildcards.model}/{e}.json" for e in bench["engines"] if e.startswith("transformers")]
     return parts

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qwen3repro.bench.roofline import weight_bytes_per_token
-from qwen3repro.bench.runtimes import ENGINES
-from qwen3repro.bench.worker import Worker
+from qwen3repro.bench.runtimes import ENGINES, GGUF_ENGINES
+from qwen3repro.bench.worker import Worker, measure_bandwidth
 from qwen3repro.errors import UserError
 
 
@@ -32,16 +32,28 @@ class Row:
     bytes_per_token: int  # weight bytes one decode step reads
     n_prompt: int
     n_gen: int
+    n_depth: int  # tokens already in the context when the timed work starts (llama-bench -d)
     n_threads: int
+    kv_cache_bytes: int  # the engine's KV cache for the positions the test ends with
     samples_ns: list[int]
     avg_ts: float
     stddev_ts: float
     load_s: float
     peak_rss_bytes: int
+    bandwidth_probes: list[float]  # the machine's bandwidth (bytes/s) just before and just after the runs
 
     @property
     def test(self) -> str:
-        return f"pp{self.n_prompt}" if self.n_prompt else f"tg{self.n_gen}"
+        return test_name(self.n_prompt, self.n_gen, self.n_depth)
+
+
+Test = tuple[int, int, int]  # n_prompt, n_gen, n_depth
+
+
+def test_name(n_prompt: int, n_gen: int, n_depth: int = 0) -> str:
+    """llama-bench's names: pp512, tg128, pp512+tg128 (-pg), with " @ d2048" at a depth (-d)."""
+    name = "+".join(f"{kind}{n}" for kind, n in (("pp", n_prompt), ("tg", n_gen)) if n)
+    return f"{name} @ d{n_depth}" if n_depth else name
 
 
 def model_size(path: Path) -> int:
@@ -62,9 +74,33 @@ def describe(engine: str, path: Path) -> tuple[str, int]:
 
     with GGUFFile(path) as f:
         file_type = f.fields.get("general.file_type")
-        per_token = weight_bytes_per_token(f)
+        # the NumPy engine dequantizes every file type to float32 at load and reads those per token
+        per_token = weight_bytes_per_token(f, 4 if engine == "numpy" else None)
     names = {int(ftype): name for name, (ftype, _) in FILE_TYPES.items()}
     return names.get(file_type, f"file_type {file_type}"), per_token
+
+
+# bytes of one cached key or value element: the NumPy engine keeps float32, llama.cpp f16 (its default
+# cache type), transformers the dtype it computes in
+KV_ELEMENT_BYTES = {"numpy": 4, "numpy-low-memory": 4, "llama.cpp": 2, "transformers-f32": 4, "transformers-bf16": 2}
+
+
+def kv_cache_bytes(engine: str, path: Path, positions: int) -> int:
+    """The KV cache an engine holds for `positions`: a key and a value per layer, KV head and position."""
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text("utf-8"))
+        layers, kv_heads = config["num_hidden_layers"], config["num_key_value_heads"]
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    else:
+        from qwen3repro.gguf_file import GGUFFile
+
+        with GGUFFile(path) as f:
+            field = f.fields.get
+            layers, kv_heads = field("qwen3.block_count"), field("qwen3.attention.head_count_kv")
+            head_dim = field("qwen3.attention.key_length") or field("qwen3.embedding_length") // field(
+                "qwen3.attention.head_count"
+            )
+    return 2 * layers * kv_heads * head_dim * positions * KV_ELEMENT_BYTES[engine]
 
 
 def llama_cpp_available() -> bool:
@@ -101,8 +137,12 @@ def tests_to_run(
     repetitions: int,
     threads: int,
     context_length: int | None,
-) -> list[tuple[int, int]]:
-    """The (n_prompt, n_gen) tests, after every argument is checked: one-line errors before any load."""
+    n_depth: list[int] = (0,),
+    pg: list[tuple[int, int]] = (),
+) -> list[Test]:
+    """The (n_prompt, n_gen, n_depth) tests, llama-bench's: each prompt and each generation length
+    alone and each -pg pair, at each depth; after every argument is checked: one-line errors before
+    any load."""
     for engine, path in engines.items():
         if engine not in ENGINES:
             raise UserError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
@@ -112,12 +152,13 @@ def tests_to_run(
             raise UserError(f"{path}: {kind} does not exist")
     if repetitions < 1 or threads < 1:
         raise UserError("repetitions and threads must be at least 1")
-    if any(n < 0 for n in [*n_prompt, *n_gen]):
-        raise UserError("prompt and generation lengths must be positive (0 skips a test, as in llama-bench)")
-    tests = [(p, 0) for p in n_prompt if p] + [(0, g) for g in n_gen if g]
+    if any(n < 0 for n in [*n_prompt, *n_gen, *n_depth, *(n for pair in pg for n in pair)]):
+        raise UserError("prompt, generation and depth lengths must be positive (0 skips a test, as in llama-bench)")
+    shapes = [(p, 0) for p in n_prompt if p] + [(0, g) for g in n_gen if g] + [(p, g) for p, g in pg if p and g]
+    tests = [(p, g, d) for d in dict.fromkeys(n_depth) for p, g in shapes]
     if not tests:
         raise UserError("no test to run: every prompt and generation length is 0")
-    n_ctx = max(p + g for p, g in tests)
+    n_ctx = max(p + g + d for p, g, d in tests)
     if context_length is not None and n_ctx > context_length:
         raise UserError(f"a test needs {n_ctx} positions; the model's context is {context_length}")
     return tests
@@ -131,16 +172,22 @@ def bench(
     threads: int = 2,
     context_length: int | None = None,
     progress=None,
+    n_depth: list[int] = (0,),
+    pg: list[tuple[int, int]] = (),
 ) -> list[Row]:
     """Run every test on every engine (name -> model path), interleaved: each repetition runs
-    the engines one after another, so a machine that slows down mid-run slows all of them alike."""
-    tests = tests_to_run(engines, n_prompt, n_gen, repetitions, threads, context_length)
-    n_ctx = max(p + g for p, g in tests)
+    the engines one after another, so a machine that slows down mid-run slows all of them alike.
+    A test at a depth first fills the context with that many tokens, untimed, as llama-bench -d."""
+    tests = tests_to_run(engines, n_prompt, n_gen, repetitions, threads, context_length, n_depth, pg)
+    n_ctx = max(p + g + d for p, g, d in tests)
     workers = {}
-    samples: dict[tuple[str, int, int], list[int]] = {}
+    samples: dict[tuple[str, int, int, int], list[int]] = {}
     try:
         for engine, path in engines.items():  # one at a time: loads do not compete for the cores
             workers[engine] = Worker(engine, Path(path), n_ctx + 1, threads)
+        # the roofline's bandwidth, measured beside the runs (before and after) so both share the
+        # machine's conditions: a probe run at another time can make a speed look above its ceiling
+        probes = [measure_bandwidth(threads)]
         for test in tests:
             for engine, w in workers.items():
                 w.run(*test)  # warm-up, as llama-bench does
@@ -152,20 +199,21 @@ def bench(
                     w.peak_rss_bytes = reply["peak_rss_bytes"]
             if progress:
                 progress(f"repetition {rep + 1} of {repetitions} done")
+        probes.append(measure_bandwidth(threads))
     finally:
         for w in workers.values():
             w.close()
     return [
-        _row(engine, Path(path), test, samples[(engine, *test)], workers[engine], threads)
+        _row(engine, Path(path), test, samples[(engine, *test)], workers[engine], threads, probes)
         for engine, path in engines.items()
         for test in tests
     ]
 
 
-def _row(engine: str, path: Path, test: tuple[int, int], ns: list[int], worker: Worker, threads: int) -> Row:
-    n_p, n_g = test
+def _row(engine: str, path: Path, test: Test, ns: list[int], worker: Worker, threads: int, probes: list[float]) -> Row:
+    n_p, n_g, n_d = test
     model_type, per_token = describe(engine, path)
-    speeds = [(n_p or n_g) / (t / 1e9) for t in ns]
+    speeds = [(n_p + n_g) / (t / 1e9) for t in ns]
     return Row(
         engine=engine,
         model_filename=path.name,
@@ -174,12 +222,15 @@ def _row(engine: str, path: Path, test: tuple[int, int], ns: list[int], worker: 
         bytes_per_token=per_token,
         n_prompt=n_p,
         n_gen=n_g,
+        n_depth=n_d,
         n_threads=threads,
+        kv_cache_bytes=kv_cache_bytes(engine, path, n_d + n_p + n_g),
         samples_ns=ns,
         avg_ts=statistics.mean(speeds),
         stddev_ts=statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
         load_s=worker.load_s,
         peak_rss_bytes=worker.peak_rss_bytes,
+        bandwidth_probes=probes,
     )
 
 
@@ -195,11 +246,11 @@ def as_records(rows: list[Row]) -> list[dict]:
 
 
 def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: int) -> list[dict]:
-    """The GGUF engines of `engines` (numpy, llama.cpp) on one file; llama.cpp's rows are left
+    """The GGUF engines of `engines` on one file; llama.cpp's rows are left
     out, with a log line, when the peers extra is not installed."""
     import logging
 
-    chosen = [e for e in engines if e in ("numpy", "llama.cpp")]
+    chosen = [e for e in engines if e in GGUF_ENGINES]
     if "llama.cpp" in chosen and not llama_cpp_available():
         logging.getLogger(__name__).warning(
             "llama.cpp rows left out: llama-cpp-python (the peers extra) is not installed"
@@ -209,7 +260,13 @@ def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: in
         return []
     context = context_length(gguf)
     rows = bench(
-        {e: gguf for e in chosen}, settings["n_prompt"], settings["n_gen"], settings["repetitions"], threads, context
+        {e: gguf for e in chosen},
+        settings["n_prompt"],
+        settings["n_gen"],
+        settings["repetitions"],
+        threads,
+        context,
+        n_depth=settings.get("n_depth", [0]),
     )
     return as_records(rows)
 
@@ -223,5 +280,6 @@ def bench_hf(model_dir: Path | str, engine: str, settings: dict, threads: int) -
         settings["repetitions"],
         threads,
         config.get("max_position_embeddings"),
+        n_depth=settings.get("n_depth", [0]),
     )
     return as_records(rows)

@@ -33,9 +33,14 @@ def bytes_per_token(path: Path) -> int:
         return weight_bytes_per_token(f)
 
 
-def weight_bytes_per_token(f) -> int:
-    """bytes_per_token of an open GGUFFile."""
-    total = sum(t.nbytes for t in f.tensors.values())
+def weight_bytes_per_token(f, bytes_per_weight: int | None = None) -> int:
+    """bytes_per_token of an open GGUFFile: the file's own blocks, or every weight at
+    `bytes_per_weight` (the NumPy engine holds every file type in float32: 4)."""
+
+    def size(t) -> int:
+        return t.nbytes if bytes_per_weight is None else t.n_elements * bytes_per_weight
+
+    total = sum(size(t) for t in f.tensors.values())
     if "output.weight" in f.tensors and "token_embd.weight" in f.tensors:
-        total -= f.tensors["token_embd.weight"].nbytes
+        total -= size(f.tensors["token_embd.weight"])
     return total

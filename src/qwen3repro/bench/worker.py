@@ -35,11 +35,14 @@ def worker(engine: str, path: str, n_ctx: int, threads: int) -> None:
     runner = make_engine(engine, path, n_ctx, threads)
     print(json.dumps({"load_s": time.perf_counter() - started}), flush=True)
     for line in sys.stdin:
-        n_prompt, n_gen = json.loads(line)
-        work = runner.prefill if n_prompt else runner.decode
-        tokens = token_ids(n_prompt or n_gen)
+        n_prompt, n_gen, n_depth = json.loads(line)
+        runner.fill(token_ids(n_depth, seed=1))  # untimed: the context the test starts from
+        prompt, generated = token_ids(n_prompt), token_ids(n_gen, seed=2)
         t0 = time.perf_counter_ns()
-        work(tokens)
+        if prompt:
+            runner.prefill(prompt, n_depth)
+        if generated:
+            runner.decode(generated, n_depth + n_prompt)
         elapsed = time.perf_counter_ns() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
         print(json.dumps({"ns": elapsed, "peak_rss_bytes": rss}), flush=True)
@@ -70,8 +73,8 @@ class Worker:
             raise UserError(f"engine {self.engine} failed: {lines[-1]}")
         return json.loads(line)
 
-    def run(self, n_prompt: int, n_gen: int) -> dict:
-        self.proc.stdin.write(json.dumps([n_prompt, n_gen]) + "\n")
+    def run(self, n_prompt: int, n_gen: int, n_depth: int = 0) -> dict:
+        self.proc.stdin.write(json.dumps([n_prompt, n_gen, n_depth]) + "\n")
         self.proc.stdin.flush()
         return self._reply()
 

@@ -10,11 +10,10 @@ import io
 
 import numpy as np
 
-from qwen3repro.report.tables import NOISY
 from qwen3repro.sweep import traces
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display; the same bytes on every machine
@@ -34,10 +33,10 @@ def _pyplot():
     return plt
 
 
-def _png(fig) -> bytes:
+def to_png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -97,7 +96,7 @@ def quality_vs_bits(types) -> bytes | None:
     rows = types[types["type"] != "F32"].dropna(subset=["ln_ppl_ratio"])
     if rows.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5.4))
     x = rows["layer_bits_per_weight"]
     a.errorbar(x, 100 * rows["ln_ppl_ratio"], yerr=100 * rows["ln_ppl_ratio_error"], fmt="o", capsize=3)
@@ -128,7 +127,7 @@ def quality_vs_bits(types) -> bytes | None:
     )
     others = list(zip(runtime["layer_bits_per_weight"], runtime["llama.cpp kld_mean"])) if runtime is not None else []
     label_points(b, zip(kld["layer_bits_per_weight"], kld["kld_mean"], kld["type"]), avoid=others)
-    return _png(fig)
+    return to_png(fig)
 
 
 def size_vs_bits(types) -> bytes | None:
@@ -136,13 +135,13 @@ def size_vs_bits(types) -> bytes | None:
     weight: what a file type costs and what it keeps, whatever the weights learned."""
     if types is None or types.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     a.scatter(types["bits_per_weight"], types["size_mib"], color="C0")
     a.set(xlabel="bits per weight (whole file)", ylabel="MiB", title="File size")
     a.set_yscale("log")
-    a.yaxis.set_major_formatter(_plain_ticks())
-    a.yaxis.set_minor_formatter(_plain_ticks(minor=True))
+    a.yaxis.set_major_formatter(plain_ticks())
+    a.yaxis.set_minor_formatter(plain_ticks(minor=True))
     for axis in (a, b):
         _bits_axis(axis, types["bits_per_weight"])
     label_points(a, zip(types["bits_per_weight"], types["size_mib"], types["type"]))
@@ -152,7 +151,7 @@ def size_vs_bits(types) -> bytes | None:
     if not lossy.empty:
         b.set_yscale("log")
     label_points(b, zip(lossy["bits_per_weight"], lossy["weight_error"], lossy["type"]))
-    return _png(fig)
+    return to_png(fig)
 
 
 def _bits_axis(axis, bits) -> None:
@@ -163,11 +162,11 @@ def _bits_axis(axis, bits) -> None:
     low, high = float(min(bits)) / 1.15, float(max(bits)) * 1.15
     axis.set_xlim(low, high)
     axis.set_xticks([t for t in (2, 3, 4, 5, 6, 8, 12, 16, 24, 32) if low <= t <= high])
-    axis.xaxis.set_major_formatter(_plain_ticks())
+    axis.xaxis.set_major_formatter(plain_ticks())
     axis.xaxis.set_minor_locator(NullLocator())
 
 
-def _plain_ticks(minor: bool = False):
+def plain_ticks(minor: bool = False):
     """Tick labels as plain numbers (2000, 0.5), not powers of ten; on minor ticks only 2 and 5 of
     each decade, so that a log axis stays legible."""
     from matplotlib.ticker import FuncFormatter
@@ -180,88 +179,11 @@ def _plain_ticks(minor: bool = False):
     return FuncFormatter(label)
 
 
-def engine_colours(engines) -> dict[str, str]:
-    """The same colour for an engine in every plot: the GGUF engines first, then transformers."""
-    order = sorted(dict.fromkeys(engines), key=lambda e: (e.startswith("transformers"), e))
-    return {engine: f"C{i}" for i, engine in enumerate(order)}
-
-
-def speed(bench) -> bytes | None:
-    """Prefill and decode tokens per second, one bar per file type and engine, only where the
-    repetitions agree to within 10% of the mean; a noisier measurement keeps its row, marked, with no bar."""
-    if bench is None or bench.empty:
-        return None
-    from matplotlib.patches import Patch
-
-    plt = _pyplot()
-    tests = list(dict.fromkeys(bench["test"]))
-    colour = engine_colours(bench["engine"])
-    engines = list(colour)
-    keys = bench[["model_type", "engine"]].drop_duplicates()
-    keys = sorted(map(tuple, keys.to_numpy()), key=lambda k: (engines.index(k[1]), k[0]))
-    fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 0.8 + 0.28 * len(keys)), squeeze=False)
-    for axis, test in zip(axes[0], tests):
-        rows = bench[bench["test"] == test].set_index(["model_type", "engine"])
-        top = float(rows["avg_ts"].max())
-        for y, key in enumerate(keys):
-            if key not in rows.index:
-                continue
-            avg, sd = float(rows.loc[key, "avg_ts"]), float(rows.loc[key, "stddev_ts"])
-            if sd < NOISY * avg:
-                axis.barh(y, avg, 0.7, xerr=sd, color=colour[key[1]])
-                axis.text(avg + sd + 0.01 * top, y, f"{avg:.1f}", va="center", fontsize=7)
-            else:
-                axis.text(0.01 * top, y, f"noisy (± {100 * sd / avg:.0f}%): not plotted", va="center", fontsize=7)
-        axis.set_yticks(range(len(keys)), [f"{t} · {e}" for t, e in keys], fontsize=7)
-        axis.set_ylim(len(keys) - 0.5, -0.5)
-        axis.set(title=test, xlabel="tokens / s (mean ± sd)")
-        # room inside the axes for the value printed after each bar
-        axis.set_xlim(0, 1.3 * float((rows["avg_ts"] + rows["stddev_ts"]).max()))
-    fig.subplots_adjust(wspace=0.6)
-    axes[0][-1].legend(
-        [Patch(color=colour[e]) for e in engines], engines, fontsize=7, loc="lower right", framealpha=0.9
-    )
-    return _png(fig)
-
-
-def roofline(bench) -> bytes | None:
-    """Decode speed against the bytes each token reads, under the memory-bandwidth ceiling
-    (bandwidth / bytes per token): how close each engine and file type comes to the machine's limit."""
-    if bench is None or bench.empty or "bytes_per_token" not in bench:
-        return None
-    rows = bench[bench["test"].str.startswith("tg") & bench["bytes_per_token"].notna() & bench["bandwidth_gbs"].notna()]
-    rows = rows[rows["stddev_ts"] < NOISY * rows["avg_ts"]]
-    if rows.empty:
-        return None
-    plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(7, 4.2))
-    gb = rows["bytes_per_token"] / 1e9
-    span = np.geomspace(gb.min() / 1.5, gb.max() * 1.5, 50)
-    bandwidth = float(rows["bandwidth_gbs"].iloc[0])
-    axis.plot(span, bandwidth / span, "k--", lw=1, label=f"roofline: {bandwidth:.1f} GB/s ÷ bytes per token")
-    colour = engine_colours(bench["engine"])
-    for engine, e in rows.groupby("engine", sort=False):
-        axis.scatter(e["bytes_per_token"] / 1e9, e["avg_ts"], color=colour[engine], label=engine)
-    axis.set(
-        xlabel="GB read per decoded token",
-        ylabel="decode tokens / s",
-        xscale="log",
-        yscale="log",
-        title="Decode against the memory-bandwidth roofline",
-    )
-    for ticks in (axis.xaxis, axis.yaxis):
-        ticks.set_major_formatter(_plain_ticks())
-        ticks.set_minor_formatter(_plain_ticks(minor=True))
-    axis.legend(fontsize=7)
-    label_points(axis, zip(gb, rows["avg_ts"], rows["model_type"] + " " + rows["engine"]))
-    return _png(fig)
-
-
 def sampling_heatmaps(grid) -> bytes | None:
     """distinct-2 and entropy over temperature x top-p (means over prompts and seeds)."""
     if grid is None or grid.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for axis, column, title in (
         (axes[0], "distinct_2", "distinct-2 of the text"),
@@ -276,14 +198,14 @@ def sampling_heatmaps(grid) -> bytes | None:
         for (i, j), value in np.ndenumerate(table.values):
             axis.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=8)
         fig.colorbar(image, ax=axis)
-    return _png(fig)
+    return to_png(fig)
 
 
 def thinking(rows) -> bytes | None:
     """Thinking on vs off per preset: tokens generated, tokens inside <think>, decode time."""
     if rows is None or rows.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     means = rows.groupby(["preset", "thinking"])[["n_tokens", "think_tokens", "decode_s"]].mean()
     labels = [f"{p}\nthinking {'on' if t else 'off'}" for p, t in means.index]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -296,7 +218,7 @@ def thinking(rows) -> bytes | None:
     b.bar(x, means["decode_s"], 0.5, color="C2")
     b.set_xticks(x, labels, fontsize=7)
     b.set(ylabel="seconds", title="Decode time")
-    return _png(fig)
+    return to_png(fig)
 
 
 def multi_turn(rows) -> bytes | None:
@@ -304,7 +226,7 @@ def multi_turn(rows) -> bytes | None:
     token with the cached prefix reused vs the whole context prefilled again."""
     if rows is None or rows.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     means = rows.groupby("turn")[["context_tokens", "reused_tokens", "ttft_s", "ttft_full_prefill_s"]].mean()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
     turns = means.index.to_numpy() + 1
@@ -318,7 +240,7 @@ def multi_turn(rows) -> bytes | None:
     b.legend(fontsize=7)
     for axis in (a, b):
         axis.set_xticks(turns)
-    return _png(fig)
+    return to_png(fig)
 
 
 def _label(piece: str, width: int = 12) -> str:
@@ -336,7 +258,7 @@ def token_trace(trace: dict, steps: int = 6, top: int = 10) -> bytes | None:
     filters kept; wide pale bars), the drawn token in red."""
     if not trace or not trace.get("steps"):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     shown = trace["steps"][:steps]
     temperature = trace["params"]["temperature"] or 1.0
     fig, axes = plt.subplots(1, len(shown), figsize=(2.3 * len(shown), 3.2), squeeze=False)
@@ -355,16 +277,16 @@ def token_trace(trace: dict, steps: int = 6, top: int = 10) -> bytes | None:
     axes[0][0].legend(fontsize=6, loc="lower right")
     thinking = "on" if trace["thinking"] else "off"
     fig.suptitle(f"{trace['prompt']}, preset {trace['preset']}, thinking {thinking}", fontsize=9)
-    return _png(fig)
+    return to_png(fig)
 
 
 def training_curve(curve) -> bytes | None:
     if curve is None or curve.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(6, 3.4))
     axis.plot(curve["step"], curve["train_loss"], label="training batch")
     axis.plot(curve["step"], curve["held_out_loss"], "o-", label="held-out works")
     axis.set(xlabel="optimizer step", ylabel="cross-entropy (nats / token)", title="Pretraining on Shakespeare")
     axis.legend(fontsize=7)
-    return _png(fig)
+    return to_png(fig)

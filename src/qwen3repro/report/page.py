@@ -9,7 +9,7 @@ import jinja2
 import markupsafe
 
 from qwen3repro.fsutil import staged_dir, write_text_atomic
-from qwen3repro.report import figures
+from qwen3repro.report import figures, speed_figures
 from qwen3repro.report.answers import answer_table
 from qwen3repro.report.inputs import ModelSection, collect, environment
 from qwen3repro.report.tables import (
@@ -38,8 +38,8 @@ def figure_set(section: ModelSection) -> dict[str, bytes | None]:
     out = {
         "quality-vs-bits": figures.quality_vs_bits(section.types),
         "size-vs-bits": figures.size_vs_bits(section.types),
-        "speed": figures.speed(section.bench),
-        "roofline": figures.roofline(section.bench),
+        "speed": speed_figures.speed(section.bench),
+        "roofline": speed_figures.roofline(section.bench),
         "sampling-heatmaps": figures.sampling_heatmaps(pick("temperature-x-top-p")),
         "thinking": figures.thinking(pick("presets-x-thinking")),
         "multi-turn": figures.multi_turn(multi),

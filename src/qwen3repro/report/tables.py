@@ -51,6 +51,12 @@ def speed_cell(avg, sd) -> str:
     return text + " (noisy)" if sd is not None and sd >= NOISY * avg else text
 
 
+def roofline_cell(share) -> str:
+    """A share of the roofline; above 100% it is a measurement problem, marked so."""
+    cell = fmt(share, 0, percent=True)
+    return f"{cell} (above the ceiling: measure again)" if share is not None and share == share and share > 1 else cell
+
+
 def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
     """The per-file-type table, as header and rows of strings (shared by the HTML and Markdown): the
     columns of the stages the model went through."""
@@ -87,7 +93,7 @@ def main_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
         for engine in engines:
             for test in tests:
                 row.append(speed_cell(_get(r, f"{engine} {test}"), _get(r, f"{engine} {test} sd")))
-        row += [fmt(_get(r, f"{engine} roofline"), 0, percent=True) for engine in engines]
+        row += [roofline_cell(_get(r, f"{engine} roofline")) for engine in engines]
         rows.append(row)
     return header, rows
 
