@@ -26,6 +26,7 @@ SLOW = (
     "test_bench.py::test_rows_have_llama_bench_fields_for_every_engine_and_test",
     "test_bench.py::test_a_second_run_reproduces_every_non_timing_field",
     "test_bench.py::test_bench_at_depths_and_thread_counts_prints_the_table_and_draws_the_plot",
+    "test_tasks.py::test_f32_against_itself_flips_nothing_and_a_perturbed_tensor_flips_answers",
     "test_sweep.py::test_same_command_twice_gives_identical_non_timing_results_and_traces",
     "test_sweep.py::test_a_trace_along_another_files_tokens_takes_those_tokens_and_along_its_own_equals_its_own",
     "test_verify.py::test_the_synthetic_0_6b_shape_model_is_the_one_its_committed_reference_names",

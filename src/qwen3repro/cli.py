@@ -16,8 +16,10 @@ from qwen3repro.commands import (
     cmd_generate,
     cmd_get_model,
     cmd_imatrix,
+    cmd_make_task,
     cmd_perplexity,
     cmd_reference,
+    cmd_tasks,
     cmd_tokenize,
     cmd_usage,
     parse_count,
@@ -212,6 +214,29 @@ def _add_measure_commands(sub) -> None:
     p.add_argument("--json", help="also write everything here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_perplexity)
+
+    p = sub.add_parser(
+        "tasks", help="multiple-choice accuracy as llama-perplexity --hellaswag scores it; flips against a base"
+    )
+    p.add_argument("--model", required=True, help="GGUF file")
+    p.add_argument("--hellaswag", required=True, help="task file in llama-perplexity's HellaSwag format")
+    p.add_argument("--base", help="GGUF file to compare against (usually the F32 one): adds flips and answer KLD")
+    p.add_argument("--llama-cpp", action="store_true", help="score with llama.cpp's logits instead of the engine's")
+    p.add_argument("-c", "--ctx-size", type=int, default=512, help="the longest task's tokens (default 512)")
+    p.add_argument("--threads", type=int, default=1, help="llama.cpp threads (default 1)")
+    p.add_argument("--json", help="also write everything here")
+    p.add_argument("--force", action="store_true", help="replace --json if it exists")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser(
+        "make-task", help="the offline next-line task from a play text, in llama-perplexity's HellaSwag format"
+    )
+    p.add_argument("--text", required=True, help="UTF-8 text, e.g. results/corpus/perplexity.txt (held-out works)")
+    p.add_argument("--tasks", type=int, default=200, help="how many tasks (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the task file to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_make_task)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -326,3 +326,46 @@ def cmd_perplexity(args: argparse.Namespace) -> None:
             print(report(r["kld"]))
     if args.json:
         write_json_atomic(Path(args.json), result, force=args.force)
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    from qwen3repro.accuracy.tasks import hellaswag
+    from qwen3repro.fsutil import check_writable_target, write_json_atomic
+
+    if args.json:
+        check_writable_target(Path(args.json), args.force)
+    runtime = "llama.cpp" if args.llama_cpp else "numpy"
+    r = hellaswag(args.model, args.hellaswag, args.base, runtime, args.ctx_size, args.threads)
+    lo, hi = r["interval"]
+    # llama-perplexity's last line: tasks, accuracy in percent, the Wilson 95% interval
+    print(f"{runtime}: {r['correct']}/{r['tasks']} right")
+    print(f"{r['tasks']}\t{r['accuracy'] * 100:3.8f}%\t[{lo * 100:3.4f}%, {hi * 100:3.4f}%]")
+    if args.base:
+        flo, fhi = r["flip_interval"]
+        print(
+            f"flips against {Path(args.base).name}: {r['flips']} ({r['flip_rate']:.2%}, 95% [{flo:.2%}, {fhi:.2%}]; "
+            f"right to wrong {r['right_to_wrong']}, wrong to right {r['wrong_to_right']}, "
+            f"wrong to wrong {r['wrong_to_wrong']}); mean KLD over the answers' tokens {r['answer_kld_mean']:.6g}"
+        )
+    if args.json:
+        write_json_atomic(Path(args.json), r, force=args.force)
+
+
+def cmd_make_task(args: argparse.Namespace) -> None:
+    from qwen3repro.accuracy.task_data import build_tasks
+    from qwen3repro.accuracy.tasks import write_hellaswag
+    from qwen3repro.fsutil import staged_file
+
+    try:
+        text = Path(args.text).read_text("utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{args.text}: no such text file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{args.text}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        tasks = build_tasks(text, args.tasks, args.seed)
+    except ValueError as e:
+        raise UserError(f"{args.text}: {e}") from None
+    with staged_file(Path(args.out), args.force) as tmp:
+        write_hellaswag(tasks, tmp)
+    print(f"{args.out}: {len(tasks)} tasks")
