@@ -18,13 +18,23 @@ STAND_IN = "qwen3-0.6b-shape"
 SHORT_CHECK = {"max_tokens": 128, "greedy_tokens": 16}
 
 
+def default_config() -> dict:
+    """config/config.yaml with its layers beneath it, as a run reads it (not yet validated)."""
+    import yaml
+
+    from qwen3repro.config import with_layers
+
+    path = REPO / "config" / "config.yaml"
+    return with_layers(yaml.safe_load(path.read_text()), [path])
+
+
 def quick_training_config(path: Path) -> Path:
     """The default config with a training budget of seconds instead of minutes, and short checks,
     benchmarks, perplexity runs and sweeps; the accuracy gate is the config's own. The true-scale
     stand-in becomes the CI model (qwen3-tiny, committed reference and all) with the stand-in's stages."""
     import yaml
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     stand_in = config["models"].pop(STAND_IN)
     stand_in["stages"]["bench"].update(n_prompt=[16], n_gen=[8], repetitions=2)
     config["models"]["qwen3-tiny"] = {**stand_in, "preset": "qwen3-tiny", "dtype": "float32"}

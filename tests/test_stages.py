@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from helpers import BIN, REPO
+from helpers import BIN, REPO, default_config
 
 from qwen3repro.config import file_variants, model_settings, runs, validate_config
 from qwen3repro.errors import UserError
@@ -27,7 +27,7 @@ STAND_IN = {
 
 
 def default_with(**models) -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config["models"] = {"trained": config["models"]["qwen3-shakespeare"], **models}
     return config
 

@@ -37,7 +37,9 @@ def test_lint_is_clean(repo):
 def test_dry_run_lists_the_dag(repo, tmp_path, config):
     proc = snakemake(repo, tmp_path, "-n", "--configfile", str(repo / "config" / config))
     assert proc.returncode == 0, proc.stderr
-    model = {"config.yaml": "qwen3-shakespeare"}.get(config, config.removesuffix(".yaml"))
+    model = {"config.yaml": "qwen3-shakespeare", "qwen3-0.6b-quick.yaml": "qwen3-0.6b"}.get(
+        config, config.removesuffix(".yaml")
+    )
     assert f"results/models/{model}" in proc.stdout
     assert "get_model" in proc.stdout
     # --configfile replaces the default config instead of being merged into it
