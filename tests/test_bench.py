@@ -174,3 +174,17 @@ def test_bench_at_depths_and_thread_counts_prints_the_table_and_draws_the_plot(t
     assert by_test[("tg4 @ d32", 1)]["kv_cache_bytes"] == 9 * by_test[("tg4", 1)]["kv_cache_bytes"]
     assert "tg4 @ d32" in proc.stdout and "1 threads: memory bandwidth" in proc.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_ratios_compare_engines_at_the_same_test_and_thread_count():
+    from qwen3repro.bench.measure import Row
+    from qwen3repro.bench.tables import ratios
+
+    def row(engine, threads, speed):
+        return Row(engine, "m.gguf", "F32", 1, 1, 0, 32, 0, threads, 0, [1], speed, 0.1, 0.1, 1, [1e10, 1e10])
+
+    rows = [row("numpy", 1, 4.0), row("numpy", 2, 8.0), row("llama.cpp", 1, 5.0), row("llama.cpp", 2, 10.0)]
+    assert ratios(rows) == [
+        "tg32, 1 threads: numpy 4.00 t/s / llama.cpp 5.00 t/s = 0.80x",
+        "tg32, 2 threads: numpy 8.00 t/s / llama.cpp 10.00 t/s = 0.80x",
+    ]

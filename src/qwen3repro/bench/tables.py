@@ -11,16 +11,18 @@ from qwen3repro.fsutil import write_text_atomic
 
 
 def ratios(rows: list[Row], engine: str = "numpy") -> list[str]:
-    """Lines like "tg128: numpy / llama.cpp = 1.23x" for every test both engines ran."""
-    ours = {(r.test, r.model_filename): r for r in rows if r.engine == engine}
+    """Lines like "tg128, 2 threads: numpy / llama.cpp = 1.23x" for every test both engines ran at
+    the same thread count."""
+    ours = {(r.test, r.n_threads): r for r in rows if r.engine == engine}
     out = []
     for r in rows:
-        if r.engine == engine:
-            continue
-        mine = next((o for (test, _), o in ours.items() if test == r.test), None)
-        if mine is not None:
+        mine = ours.get((r.test, r.n_threads))
+        if r.engine != engine and mine is not None:
             ratio = mine.avg_ts / r.avg_ts
-            out.append(f"{r.test}: {engine} {mine.avg_ts:.2f} t/s / {r.engine} {r.avg_ts:.2f} t/s = {ratio:.2f}x")
+            out.append(
+                f"{r.test}, {r.n_threads} threads: {engine} {mine.avg_ts:.2f} t/s / {r.engine} {r.avg_ts:.2f} t/s "
+                f"= {ratio:.2f}x"
+            )
     return out
 
 

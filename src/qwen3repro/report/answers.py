@@ -46,7 +46,7 @@ def quality_answers(sections: list[ModelSection], max_kld: float) -> list[list[s
 
 # what each engine's roofline counts as read per token
 CEILING_OF = {
-    "numpy": "its float32 weights (it computes every file type in float32, so one ceiling serves all)",
+    "numpy": "its float32 weights, the same for every file type: it computes in float32",
     "llama.cpp": "the file's own blocks",
 }
 
