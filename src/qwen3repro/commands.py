@@ -103,6 +103,16 @@ def parse_on_off(value: str) -> bool:
     return value == "on"
 
 
+def read_text_file(path: str) -> str:
+    """A UTF-8 text file the user named; a missing or undecodable one is a one-line error."""
+    try:
+        return Path(path).read_text("utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{path}: no such text file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def parse_count(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) <= 1000:
         raise argparse.ArgumentTypeError(f"expected a number of candidates from 1 to 1000, not {value!r}")
@@ -298,12 +308,7 @@ def cmd_perplexity(args: argparse.Namespace) -> None:
 
     if args.json:
         check_writable_target(Path(args.json), args.force)
-    try:
-        text = Path(args.file).read_text("utf-8")
-    except (FileNotFoundError, IsADirectoryError):
-        raise UserError(f"{args.file}: no such text file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text_file(args.file)
     runtimes = ("numpy", "llama.cpp") if args.llama_cpp else ("numpy",)
     result = perplexity_and_kld(
         args.model,
@@ -356,12 +361,7 @@ def cmd_make_task(args: argparse.Namespace) -> None:
     from qwen3repro.accuracy.tasks import write_hellaswag
     from qwen3repro.fsutil import staged_file
 
-    try:
-        text = Path(args.text).read_text("utf-8")
-    except (FileNotFoundError, IsADirectoryError):
-        raise UserError(f"{args.text}: no such text file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{args.text}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text_file(args.text)
     try:
         tasks = build_tasks(text, args.tasks, args.seed)
     except ValueError as e:
