@@ -1,51 +1,91 @@
-"""Multiple-choice accuracy exactly as llama-perplexity --hellaswag scores it, flips against a base file,
-the offline next-line task, and bad task files refused with one line naming the place."""
+"""Multiple-choice accuracy exactly as llama-perplexity scores it (--hellaswag, --winogrande,
+--multiple-choice), flips against a base file, the offline tasks, and bad task files refused with
+one line naming the place."""
 
+import json
 import re
+import struct
 import subprocess
 
 import pytest
 from helpers import assert_one_line_error, llama_tool, run_cli
 from test_check import corrupt
 
-from qwen3repro.accuracy.task_data import build_tasks
-from qwen3repro.accuracy.tasks import Task, hellaswag, read_hellaswag, wilson, write_hellaswag
+from qwen3repro.accuracy.task_data import build_blanks, build_tasks
+from qwen3repro.accuracy.task_formats import Task, read_tasks, write_tasks
+from qwen3repro.accuracy.tasks import score_file, wilson
 from qwen3repro.errors import UserError
 from qwen3repro.model import shakespeare
 
 N_TASKS = 24
+N_BLANKS = 110  # the binary prints Winogrande's final line from 100 tasks on
+
+
+def varied(tasks: list[Task]) -> list[Task]:
+    """Two to four answers a task: the binary format's count is per task."""
+    out = []
+    for i, t in enumerate(tasks):
+        n = 2 + i % 3
+        gold = min(t.gold, n - 1)
+        endings = list(t.endings[:n])
+        endings[gold] = t.endings[t.gold]
+        out.append(Task(t.context, gold, tuple(endings)))
+    return out
 
 
 @pytest.fixture(scope="module")
-def task_file(tmp_path_factory):
+def task_files(tmp_path_factory):
     _, held_out = shakespeare.split()
-    path = tmp_path_factory.mktemp("tasks") / "next-line.txt"
-    write_hellaswag(build_tasks(shakespeare.joined(held_out), N_TASKS), path)
-    return path
+    text = shakespeare.joined(held_out)
+    folder = tmp_path_factory.mktemp("tasks")
+    files = {"hellaswag": folder / "next.txt", "winogrande": folder / "blank.csv", "multiple-choice": folder / "mc.bin"}
+    write_tasks(build_tasks(text, N_TASKS), files["hellaswag"], "hellaswag")
+    write_tasks(build_blanks(text, N_BLANKS), files["winogrande"], "winogrande")
+    write_tasks(varied(build_tasks(text, N_TASKS, seed=1)), files["multiple-choice"], "multiple-choice")
+    return files
 
 
-def llama_perplexity_hellaswag(gguf, task_file) -> str:
-    """llama-perplexity's last result line: tasks, accuracy in percent, the interval."""
+@pytest.fixture(scope="module")
+def task_file(task_files):
+    return task_files["hellaswag"]
+
+
+FINAL_LINE = {
+    "hellaswag": r"^\d+\t[\d.]+%\t\[[\d.]+%, [\d.]+%\]$",
+    "winogrande": r"Final Winogrande score\(\d+ tasks\): [\d.]+ \+/- [\d.]+$",
+    "multiple-choice": r"Final result: [\d.]+ \+/- [\d.]+$",
+}
+WINOGRANDE_TASK = r"^(\d+)\t[\d.]+\t *-?[\d.]+ +-?[\d.]+ +(\d) +(\d)$"  # task, acc, scores, result, answer
+
+
+def llama_perplexity(gguf, task_file, fmt) -> str:
+    """What llama-perplexity prints scoring every task of the file."""
+    counts = {"hellaswag": ["--hellaswag-tasks", str(N_TASKS)]}.get(fmt, [])
     proc = subprocess.run(
-        [str(llama_tool("llama-perplexity")), "-m", str(gguf), "-f", str(task_file), "--hellaswag",
-         "--hellaswag-tasks", str(N_TASKS), "-c", "512", "-t", "2", "-ctk", "f32", "-ctv", "f32", "-fa", "off"],
+        [str(llama_tool("llama-perplexity")), "-m", str(gguf), "-f", str(task_file), f"--{fmt}", *counts,
+         "-c", "512", "-t", "2", "-ctk", "f32", "-ctv", "f32", "-fa", "off"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = re.findall(r"^\d+\t[\d.]+%\t\[[\d.]+%, [\d.]+%\]$", proc.stdout + proc.stderr, re.M)
-    assert lines, (proc.stdout + proc.stderr)[-2000:]
-    return lines[-1]
+    return proc.stdout + proc.stderr
 
 
 @pytest.mark.peers
 @pytest.mark.parametrize("runtime", ["numpy", "llama.cpp"])
-def test_accuracy_equals_llama_perplexity_hellaswag_on_the_same_file(tiny_f32, task_file, runtime):
-    theirs = llama_perplexity_hellaswag(tiny_f32, task_file)
-    args = ["tasks", "--model", str(tiny_f32), "--hellaswag", str(task_file), "--threads", "2"]
-    proc = run_cli(*args, *(["--llama-cpp"] if runtime == "llama.cpp" else []))
+@pytest.mark.parametrize("fmt", ["hellaswag", "winogrande", "multiple-choice"])
+def test_accuracy_equals_llama_perplexity_on_the_same_file(tiny_f32, task_files, fmt, runtime, tmp_path):
+    theirs = llama_perplexity(tiny_f32, task_files[fmt], fmt)
+    final = re.findall(FINAL_LINE[fmt], theirs, re.M)
+    assert final, theirs[-2000:]
+    args = ["tasks", "--model", str(tiny_f32), f"--{fmt}", str(task_files[fmt]), "--threads", "2"]
+    ours = tmp_path / "ours.json"
+    proc = run_cli(*args, "--json", str(ours), *(["--llama-cpp"] if runtime == "llama.cpp" else []))
     assert proc.returncode == 0, proc.stderr
     # the same count of right answers, printed to the same digits as the binary
-    assert proc.stdout.splitlines()[1] == theirs
+    assert proc.stdout.splitlines()[1] == final[-1]
+    if fmt == "winogrande":  # and the same option chosen, task by task (the binary keeps the file's order)
+        chosen = [int(m[1]) - 1 for m in re.findall(WINOGRANDE_TASK, theirs, re.M)]
+        assert chosen == json.loads(ours.read_text())["chosen"]
 
 
 @pytest.mark.parametrize("runtime", ["numpy", "llama.cpp"])
@@ -53,11 +93,11 @@ def test_f32_against_itself_flips_nothing_and_a_perturbed_tensor_flips_answers(t
     if runtime == "llama.cpp":
         pytest.importorskip("llama_cpp", reason="the peers extra (llama-cpp-python) is not installed")
     few = tmp_path / "few.txt"  # each item runs both files: eight are enough to see flips
-    write_hellaswag(read_hellaswag(task_file)[:8], few)
-    same = hellaswag(tiny_f32, few, base_gguf=tiny_f32, runtime=runtime)
+    write_tasks(read_tasks(task_file, "hellaswag")[:8], few, "hellaswag")
+    same = score_file(tiny_f32, few, base_gguf=tiny_f32, runtime=runtime)
     assert same["flips"] == 0 and same["answer_kld_mean"] == 0 and same["accuracy"] == same["base_accuracy"]
     bent = corrupt(tiny_f32, tmp_path / "bent.gguf", tensor="output_norm.weight", scale=-1.0)
-    changed = hellaswag(bent, few, base_gguf=tiny_f32, runtime=runtime)
+    changed = score_file(bent, few, base_gguf=tiny_f32, runtime=runtime)
     assert changed["flips"] > 0 and changed["answer_kld_mean"] > 0
     assert changed["flips"] == changed["right_to_wrong"] + changed["wrong_to_right"] + changed["wrong_to_wrong"]
 
@@ -78,18 +118,52 @@ def test_wilson_interval_is_llama_perplexity_s():
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    "fmt, text, message",
     [
-        ("a context\n0\nx\ny\nz\n", "5 lines, not a multiple of 6"),
-        ("a context\n4\nw\nx\ny\nz\n", "line 2: the right ending's index must be 0 to 3, got '4'"),
-        ("a context\n0\nsame\nsame\nsame\nsame\n", "line 3: a task needs at least two different endings"),
+        ("hellaswag", "a context\n0\nx\ny\nz\n", "5 lines, not a multiple of 6"),
+        ("hellaswag", "a context\n4\nw\nx\ny\nz\n", "line 2: the right ending's index must be 0 to 3, got '4'"),
+        ("hellaswag", "a context\n0\nsame\nsame\nsame\nsame\n", "line 3: a task needs at least two different endings"),
+        ("winogrande", "0,A _ here.,x,y,1\n1,no blank,x,y,2\n\n", "line 2: the sentence has no _"),
+        ("winogrande", "0,A _ here.,x,y,3\n\n", "line 1: the answer must be 1 or 2, got '3'"),
+        ("winogrande", "0,A _ here.,x\n\n", "line 1: not index,sentence,option1,option2,answer"),
+        ("winogrande", "0,A _ here.,x,x,1\n\n", "line 1: a task needs at least two different endings"),
+        ("multiple-choice", struct.pack("<II", 1, 8) + b"\x03\x00\x00", "ends inside task 1's question"),
+        ("multiple-choice", struct.pack("<II", 1, 99), "task 1 starts at byte 99, past the file's end"),
     ],
 )
-def test_a_bad_task_file_is_a_one_line_error_naming_the_line(tmp_path, text, message):
-    path = tmp_path / "bad.txt"
-    path.write_text(text)
+def test_a_bad_task_file_is_a_one_line_error_naming_the_line(tmp_path, fmt, text, message):
+    path = tmp_path / "bad"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(UserError, match=re.escape(message)):
-        read_hellaswag(path)
+        read_tasks(path, fmt)
+
+
+def test_a_multiple_choice_task_without_exactly_one_right_answer_is_refused(tmp_path):
+    path = tmp_path / "mc.bin"
+    write_tasks([Task("Q?", 0, ("a", "b"))], path, "multiple-choice")
+    data = bytearray(path.read_bytes())
+    data[-8:-4] = struct.pack("<i", 1)  # the second label 1 too (the empty mc2 follows: 4 bytes)
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        UserError, match=re.escape("task 1: mc1 needs exactly one answer labelled 1, got labels [1, 1]")
+    ):  # noqa: E501
+        read_tasks(path, "multiple-choice")
+
+
+def test_every_format_reads_back_what_was_written(task_files):
+    for fmt, path in task_files.items():
+        tasks = read_tasks(path, fmt)
+        write_tasks(tasks, path.with_suffix(".again"), fmt)
+        assert path.with_suffix(".again").read_bytes() == path.read_bytes()
+
+
+def test_the_blank_task_puts_the_true_word_back_into_its_line():
+    _, held_out = shakespeare.split()
+    text = shakespeare.joined(held_out)
+    tasks = build_blanks(text, 50)
+    assert tasks == build_blanks(text, 50) and {t.gold for t in tasks} == {0, 1}
+    for t in tasks:
+        assert t.context + t.endings[t.gold] + t.after in text and t.endings[0] != t.endings[1]
 
 
 def test_make_task_writes_a_file_the_scorer_reads_and_refuses_to_overwrite(tmp_path):
@@ -99,6 +173,6 @@ def test_make_task_writes_a_file_the_scorer_reads_and_refuses_to_overwrite(tmp_p
     out = tmp_path / "task.txt"
     proc = run_cli("make-task", "--text", str(text), "--tasks", "10", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    tasks = read_hellaswag(out)
+    tasks = read_tasks(out, "hellaswag")
     assert len(tasks) == 10 and isinstance(tasks[0], Task)
     assert_one_line_error(run_cli("make-task", "--text", str(text), "--out", str(out)), "already exists")

@@ -215,11 +215,14 @@ def _add_measure_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_perplexity)
 
-    p = sub.add_parser(
-        "tasks", help="multiple-choice accuracy as llama-perplexity --hellaswag scores it; flips against a base"
-    )
+    p = sub.add_parser("tasks", help="multiple-choice accuracy as llama-perplexity scores it; flips against a base")
     p.add_argument("--model", required=True, help="GGUF file")
-    p.add_argument("--hellaswag", required=True, help="task file in llama-perplexity's HellaSwag format")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--hellaswag", metavar="FILE", help="task file in llama-perplexity's HellaSwag format")
+    kind.add_argument("--winogrande", metavar="FILE", help="task file in llama-perplexity's Winogrande CSV format")
+    kind.add_argument(
+        "--multiple-choice", metavar="FILE", help="task file in llama-perplexity's binary multiple-choice format"
+    )
     p.add_argument("--base", help="GGUF file to compare against (usually the F32 one): adds flips and answer KLD")
     p.add_argument("--llama-cpp", action="store_true", help="score with llama.cpp's logits instead of the engine's")
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="the longest task's tokens (default 512)")
@@ -228,8 +231,12 @@ def _add_measure_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser(
-        "make-task", help="the offline next-line task from a play text, in llama-perplexity's HellaSwag format"
+    p = sub.add_parser("make-task", help="an offline task from a play text, in one of llama-perplexity's formats")
+    p.add_argument(
+        "--format",
+        choices=["hellaswag", "winogrande", "multiple-choice"],
+        default="hellaswag",
+        help="hellaswag or multiple-choice: which line comes next; winogrande: which word fills the blank",
     )
     p.add_argument("--text", required=True, help="UTF-8 text, e.g. results/corpus/perplexity.txt (held-out works)")
     p.add_argument("--tasks", type=int, default=200, help="how many tasks (default 200)")

@@ -334,17 +334,18 @@ def cmd_perplexity(args: argparse.Namespace) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> None:
-    from qwen3repro.accuracy.tasks import hellaswag
+    from qwen3repro.accuracy.task_formats import FORMATS as TASK_FORMATS
+    from qwen3repro.accuracy.tasks import score_file
     from qwen3repro.fsutil import check_writable_target, write_json_atomic
 
     if args.json:
         check_writable_target(Path(args.json), args.force)
     runtime = "llama.cpp" if args.llama_cpp else "numpy"
-    r = hellaswag(args.model, args.hellaswag, args.base, runtime, args.ctx_size, args.threads)
-    lo, hi = r["interval"]
-    # llama-perplexity's last line: tasks, accuracy in percent, the Wilson 95% interval
+    files = {fmt: getattr(args, fmt.replace("-", "_")) for fmt in TASK_FORMATS}
+    fmt, task_file = next((fmt, path) for fmt, path in files.items() if path)
+    r = score_file(args.model, task_file, fmt, args.base, runtime, args.ctx_size, args.threads)
     print(f"{runtime}: {r['correct']}/{r['tasks']} right")
-    print(f"{r['tasks']}\t{r['accuracy'] * 100:3.8f}%\t[{lo * 100:3.4f}%, {hi * 100:3.4f}%]")
+    print(r["line"])  # the line llama-perplexity prints last for this format
     if args.base:
         flo, fhi = r["flip_interval"]
         print(
@@ -357,15 +358,16 @@ def cmd_tasks(args: argparse.Namespace) -> None:
 
 
 def cmd_make_task(args: argparse.Namespace) -> None:
-    from qwen3repro.accuracy.task_data import build_tasks
-    from qwen3repro.accuracy.tasks import write_hellaswag
+    from qwen3repro.accuracy.task_data import build_blanks, build_tasks
+    from qwen3repro.accuracy.task_formats import write_tasks
     from qwen3repro.fsutil import staged_file
 
     text = read_text_file(args.text)
     try:
-        tasks = build_tasks(text, args.tasks, args.seed)
+        build = build_blanks if args.format == "winogrande" else build_tasks
+        tasks = build(text, args.tasks, args.seed)
     except ValueError as e:
         raise UserError(f"{args.text}: {e}") from None
     with staged_file(Path(args.out), args.force) as tmp:
-        write_hellaswag(tasks, tmp)
+        write_tasks(tasks, tmp, args.format)
     print(f"{args.out}: {len(tasks)} tasks")

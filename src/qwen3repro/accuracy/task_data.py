@@ -1,9 +1,12 @@
-"""The offline multiple-choice task: which line comes next in a play the model never trained on.
+"""The offline tasks, built from plays the model never trained on (the held-out works).
 
-Built deterministically from the held-out works (the perplexity corpus): a few lines of a speech as
-the context, the true next line, and three distractor lines of similar length drawn from far away in
-the same text, in a seeded order, written in llama-perplexity's HellaSwag format so that
-`llama-perplexity --hellaswag` scores the very same file. Chance is 25%.
+- next-line (HellaSwag's shape): a few lines of a speech as the context, the true next line, and
+  three distractor lines of similar length drawn from far away in the same text, in a seeded order.
+  Written in llama-perplexity's HellaSwag format, `llama-perplexity --hellaswag` scores the very
+  same file (or in its multiple-choice format, `--multiple-choice`). Chance is 25%.
+- blank (Winogrande's shape): a line with one word blanked, the true word and a word of similar
+  length from far away in the text as the two options. Chance is 50%.
+Both are the same for the same text and seed on any machine.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import re
 
 import numpy as np
 
-from qwen3repro.accuracy.tasks import ENDINGS, Task
+from qwen3repro.accuracy.task_formats import HELLASWAG_ENDINGS as ENDINGS
+from qwen3repro.accuracy.task_formats import Task
 
 CONTEXT_LINES = 3
 # a distractor is at least this many lines away from the true one, and within this share of its length
@@ -59,4 +63,38 @@ def build_tasks(text: str, n_tasks: int, seed: int = 0) -> list[Task]:
         endings = distractors[:gold] + [gold_line] + distractors[gold:]
         context = " ".join(line for _, line in lines[i - CONTEXT_LINES : i])
         tasks.append(Task(context, gold, tuple(endings)))
+    return tasks
+
+
+WORD = re.compile(r"[A-Za-z]{4,}")
+
+
+def build_blanks(text: str, n_tasks: int, seed: int = 0) -> list[Task]:
+    """`n_tasks` fill-the-blank tasks in Winogrande's shape: the line with `_` for one of its words
+    (not the first), the true word and a far-away word of similar length as the options."""
+    lines = speech_lines(text)
+    rng = np.random.default_rng(seed)
+    words = [[m for m in WORD.finditer(line) if m.start() > 0] for _, line in lines]
+    # the binary's CSV has no escape for a double quote, and the first _ is the blank
+    candidates = [
+        i
+        for i, found in enumerate(words)
+        if found and len(lines[i][1]) >= MIN_CHARS and not {'"', "_"} & set(lines[i][1])
+    ]
+    if len(candidates) < n_tasks:
+        raise ValueError(f"the text has {len(candidates)} places for a task, fewer than the {n_tasks} asked for")
+    tasks = []
+    for i in sorted(rng.choice(candidates, size=n_tasks, replace=False).tolist()):
+        line = lines[i][1]
+        m = words[i][int(rng.integers(len(words[i])))]
+        word = m.group()
+        while True:  # a far line's word of about the same length, not the same word
+            j = int(rng.integers(len(lines)))
+            others = [w.group() for w in words[j] if abs(len(w.group()) - len(word)) <= 2 and w.group() != word]
+            if abs(j - i) >= FAR and others:
+                break
+        other = others[int(rng.integers(len(others)))]
+        gold = int(rng.integers(2))
+        options = (word, other) if gold == 0 else (other, word)
+        tasks.append(Task(line[: m.start()], gold, options, line[m.end() :]))
     return tasks

@@ -1,12 +1,23 @@
-"""Multiple-choice accuracy as llama-perplexity --hellaswag scores it, and flips against a base file.
+"""Multiple-choice accuracy as llama-perplexity scores it (--hellaswag, --winogrande,
+--multiple-choice), and flips against a base file.
 
-llama-perplexity's HellaSwag format is six lines per task: the context, the index of the right
-ending, four endings. Each ending is scored as llama-perplexity does (tools/perplexity/perplexity.cpp,
-hellaswag_score): `context + " " + ending` is tokenized as a whole (no BOS for Qwen3), the tokens the
-four sequences share are the common prefix, and an ending's score is the mean log-probability of its
-tokens after that prefix; the chosen ending is the first of the highest score. Its accuracy comes with
-the Wilson 95% interval it prints. It scores a random order of the tasks; over all of a file's tasks
-the count of right answers does not depend on the order, so every task of the file is scored here.
+Every ending's text is tokenized whole (no BOS for Qwen3), the tokens an item's sequences share are
+its common prefix, and the scores are mean log-probabilities, as tools/perplexity/perplexity.cpp
+computes them:
+- HellaSwag and multiple choice (hellaswag_score, multiple_choice_score): `context + " " + ending`;
+  an ending's score is the mean log-probability of its tokens after the common prefix; the chosen
+  ending is the first of the highest score. HellaSwag's accuracy comes with the Wilson 95% interval
+  the binary prints, multiple choice's with sqrt(p(1-p)/(n-1)).
+- Winogrande (winogrande_score): `first + option + second`. Where both sequences have more than
+  three tokens after the common prefix, only the tokens after the option are scored (the partial
+  score: n_base, the tokens of `first + option`, then on); the last token is left out where more
+  than one is scored; option 1 wins only when strictly higher. Where the option is scored too, the
+  binary takes the second sequence's first log-probability from the first sequence's last position
+  (its own FIXME); so do we, or the counts would differ.
+The binary draws a random order when told to score fewer tasks than the file has; over all of a
+file's tasks the count of right answers does not depend on the order, so every task is scored here.
+Log-probabilities are summed in float64 where the binary sums in float32: an item whose two best
+scores tie to float32's precision could go the other way (none has, in the tests' files).
 
 Against a base file (F32) on the same items, a flip is an item whose chosen ending changed: "Accuracy
 is not all you need" (Dutta et al., 2024) shows flips track a quantized model's quality where
@@ -17,69 +28,21 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from qwen3repro.accuracy.task_formats import Task, read_tasks
 from qwen3repro.errors import UserError
 
 log = logging.getLogger(__name__)
 
 Z95 = 1.95996398454  # the normal quantile llama-perplexity uses
-ENDINGS = 4
+WINOGRANDE_MIN_TRAILING = 3  # k_min_trailing_ctx
 
 # token ids -> logits (float32, one row per position) from position `first` on
 LogitsOf = Callable[[list[int], int], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Task:
-    context: str
-    gold: int
-    endings: tuple[str, ...]
-
-
-def read_hellaswag(path: Path | str) -> list[Task]:
-    """Tasks from a file in llama-perplexity's HellaSwag format; a bad line is named in a one-line error."""
-    path = Path(path)
-    try:
-        lines = path.read_text("utf-8").split("\n")
-    except FileNotFoundError:
-        raise UserError(f"{path}: task file does not exist") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if lines and lines[-1] == "":  # the newline that ends the last line (getline does not see it)
-        lines.pop()
-    if not lines:
-        raise UserError(f"{path}: no tasks")
-    if len(lines) % 6:
-        raise UserError(
-            f"{path}: {len(lines)} lines, not a multiple of 6 (HellaSwag's format: a context, the right "
-            f"ending's index, then {ENDINGS} endings); the last task starts at line {len(lines) // 6 * 6 + 1}"
-        )
-    tasks = []
-    for first in range(0, len(lines), 6):
-        label = lines[first + 1].strip()
-        if not label.isdigit() or int(label) >= ENDINGS:
-            raise UserError(f"{path}: line {first + 2}: the right ending's index must be 0 to 3, got {label!r}")
-        endings = tuple(lines[first + 2 : first + 6])
-        if len({e for e in endings if e.strip()}) < 2:
-            raise UserError(f"{path}: line {first + 3}: a task needs at least two different endings")
-        tasks.append(Task(lines[first], int(label), endings))
-    return tasks
-
-
-def write_hellaswag(tasks: list[Task], path: Path) -> None:
-    """`tasks` in llama-perplexity's HellaSwag format (one line each field: no newline inside one)."""
-    out = []
-    for t in tasks:
-        fields = [t.context, str(t.gold), *t.endings]
-        if any("\n" in f for f in fields) or len(t.endings) != ENDINGS:
-            raise ValueError(f"a task's fields must be single lines and its endings {ENDINGS}: {t.context[:40]!r}")
-        out += fields
-    path.write_text("\n".join(out) + "\n", "utf-8")
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -89,23 +52,56 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted.astype(np.float64) - np.log(np.exp(shifted).astype(np.float64).sum(axis=-1, keepdims=True))
 
 
-def ending_scores(task: Task, tokenize: Callable[[str], list[int]], logits_of: LogitsOf) -> dict:
-    """Each ending's mean log-probability after the common prefix, and the ending chosen."""
-    sequences = [tokenize(task.context + " " + ending) for ending in task.endings]
-    prefix = 0
-    while all(len(s) > prefix for s in sequences) and len({s[prefix] for s in sequences}) == 1:
-        prefix += 1
+def common_prefix(sequences: list[list[int]]) -> int:
+    n = 0
+    while all(len(s) > n for s in sequences) and len({s[n] for s in sequences}) == 1:
+        n += 1
+    return n
+
+
+def item_scores(task: Task, fmt: str, tokenize: Callable[[str], list[int]], logits_of: LogitsOf) -> dict:
+    """Each ending's score, the ending chosen, and the log-probabilities at the positions after the
+    common prefix (for the answers' KLD)."""
+    sequences = [tokenize(text) for text in task.sequences(fmt)]
+    prefix = common_prefix(sequences)
     if prefix == 0:
         raise UserError(f"task {task.context[:40]!r}: its endings share no token with the context")
-    scores, answer_logprobs = [], []
-    for seq in sequences:
-        # positions prefix-1 .. len-2 predict the ending's tokens prefix .. len-1
-        logp = log_softmax(logits_of(seq, prefix - 1)[: len(seq) - prefix])
-        picked = logp[np.arange(len(seq) - prefix), seq[prefix:]]
-        scores.append(float(picked.mean()) if len(picked) else -math.inf)
-        answer_logprobs.append(logp)
-    chosen = int(np.argmax(scores))  # the first of the highest, as llama-perplexity's strict >
+    # rows: positions prefix-1 .. len-1 of each sequence; row k predicts token prefix+k
+    logps = [log_softmax(logits_of(seq, prefix - 1)) for seq in sequences]
+    if fmt == "winogrande":
+        scores = winogrande_scores(task, sequences, prefix, logps, tokenize)
+        chosen = 0 if scores[0] > scores[1] else 1
+    else:
+        scores = []
+        for seq, logp in zip(sequences, logps):
+            picked = logp[np.arange(len(seq) - prefix), seq[prefix:]]
+            scores.append(float(picked.mean()) if len(picked) else -math.inf)
+        chosen = int(np.argmax(scores))  # the first of the highest, as the binary's strict >
+    answer_logprobs = [logp[: len(seq) - prefix] for seq, logp in zip(sequences, logps)]
     return {"scores": scores, "chosen": chosen, "correct": chosen == task.gold, "logprobs": answer_logprobs}
+
+
+def winogrande_scores(task: Task, sequences, prefix: int, logps, tokenize) -> list[float]:
+    """The two options' partial scores, read from the rows where winogrande_score's batch has them:
+    the prefix's last position, then the first sequence's positions after the prefix, then the
+    second's (an offset into that list is what the binary indexes, its FIXME included)."""
+    first, second = sequences
+    skip_option = all(len(s) - prefix > WINOGRANDE_MIN_TRAILING for s in sequences)
+
+    def row(offset: int) -> np.ndarray:
+        if offset <= len(first) - prefix:
+            return logps[0][offset]
+        return logps[1][offset - (len(first) - prefix)]
+
+    scores = []
+    for s, (seq, option) in enumerate(zip(sequences, task.endings)):
+        n_base = len(tokenize(task.context + option)) if skip_option else prefix
+        last = 1 if len(seq) - n_base > 1 else 0
+        offset = n_base - prefix if s == 0 else len(first) - prefix + n_base - prefix
+        terms = [row(offset + k)[seq[j + 1]] for k, j in enumerate(range(n_base - 1, len(seq) - 1 - last))]
+        count = len(seq) - n_base - last
+        scores.append(float(sum(terms)) / count if count > 0 else math.nan)
+    return scores
 
 
 def wilson(correct: int, n: int) -> tuple[float, float]:
@@ -147,22 +143,38 @@ def flips(base: list[dict], items: list[dict]) -> dict:
     }
 
 
-def score_tasks(tasks: list[Task], tokenize, logits_of: LogitsOf, base_logits_of: LogitsOf | None = None) -> dict:
-    """Accuracy over every task and, with a base, flips and the mean KLD over the answers' tokens."""
+def score_tasks(
+    tasks: list[Task], fmt: str, tokenize, logits_of: LogitsOf, base_logits_of: LogitsOf | None = None
+) -> dict:
+    """Accuracy over every task, the binary's last line and, with a base, flips and the mean KLD over
+    the answers' tokens."""
     items, base_items, klds = [], [], []
     for task in tasks:
-        item = ending_scores(task, tokenize, logits_of)
+        item = item_scores(task, fmt, tokenize, logits_of)
         if base_logits_of is not None:
-            base_item = ending_scores(task, tokenize, base_logits_of)
+            base_item = item_scores(task, fmt, tokenize, base_logits_of)
             klds.append(answer_kld(base_item, item))
             base_items.append({k: v for k, v in base_item.items() if k != "logprobs"})
         items.append({k: v for k, v in item.items() if k != "logprobs"})
-    result = {**accuracy(items), "chosen": [i["chosen"] for i in items]}
+    result = {"format": fmt, **accuracy(items), "chosen": [i["chosen"] for i in items]}
+    result["line"] = result_line(fmt, result["correct"], result["tasks"])
     if base_logits_of is not None:
         result |= flips(base_items, items)
         result["answer_kld_mean"] = float(np.mean(klds))
         result["base_accuracy"] = accuracy(base_items)["accuracy"]
     return result
+
+
+def result_line(fmt: str, correct: int, n: int) -> str:
+    """The result line llama-perplexity prints last for the format, in its own (float32) arithmetic."""
+    if fmt == "hellaswag":
+        lo, hi = wilson(correct, n)
+        return f"{n}\t{correct / n * 100:3.8f}%\t[{lo * 100:3.4f}%, {hi * 100:3.4f}%]"
+    p = np.float32(correct) / np.float32(n)
+    sigma = np.sqrt(p * (np.float32(1) - p) / np.float32(n - 1)) if n > 1 else np.float32(0)
+    if fmt == "winogrande":  # printed from 100 tasks on
+        return f"Final Winogrande score({n} tasks): {float(100 * p):.4f} +/- {float(np.float32(100) * sigma):.4f}"
+    return f"Final result: {float(np.float32(100) * p):.4f} +/- {float(np.float32(100) * sigma):.4f}"
 
 
 def engine_logits(model) -> LogitsOf:
@@ -180,31 +192,46 @@ def llama_cpp_logits(llm) -> LogitsOf:
     return logits_of
 
 
-def hellaswag(
+RUNTIMES = ("numpy", "llama.cpp")
+
+
+def load_logits(gguf: Path | str, runtime: str, n_ctx: int, threads: int = 1) -> LogitsOf:
+    """One file's logits in one runtime: the NumPy engine's, or llama.cpp's as the perplexity stage
+    runs it (F32 KV cache, no flash attention)."""
+    if runtime == "numpy":
+        from qwen3repro.engine.qwen3 import Qwen3
+
+        return engine_logits(Qwen3(gguf, n_ctx=n_ctx))
+    if runtime != "llama.cpp":
+        raise UserError(f"runtime {runtime!r}: {' or '.join(RUNTIMES)}")
+    from qwen3repro.accuracy.perplexity import llama_cpp_model
+
+    return llama_cpp_logits(llama_cpp_model(gguf, n_ctx, threads))
+
+
+def gguf_tokenize(gguf: Path | str) -> Callable[[str], list[int]]:
+    """The file's tokenizer as the binary's common_tokenize(..., add_special=true) uses it on Qwen3:
+    no BOS, special tokens' text left as text."""
+    from qwen3repro.engine.tokenizer import Tokenizer
+    from qwen3repro.gguf_file import GGUFFile
+
+    tokenizer = Tokenizer.from_gguf(GGUFFile(gguf))
+    return lambda text: tokenizer.encode(text, parse_special=False)
+
+
+def score_file(
     gguf: Path | str,
     task_file: Path | str,
+    fmt: str = "hellaswag",
     base_gguf: Path | str | None = None,
     runtime: str = "numpy",
     n_ctx: int = 512,
     threads: int = 1,
 ) -> dict:
-    """The file's accuracy on every task of `task_file`, by the NumPy engine or by llama.cpp, and
-    with `base_gguf`, the flips and answer KLD against it on the same runtime."""
-    from qwen3repro.engine.qwen3 import Qwen3
-    from qwen3repro.engine.tokenizer import Tokenizer
-
-    tasks = read_hellaswag(task_file)
-    model = Qwen3(gguf, n_ctx=n_ctx)
-    tokenizer = Tokenizer.from_gguf(model.file)
-    tokenize = lambda text: tokenizer.encode(text, parse_special=False)  # noqa: E731
-    if runtime == "numpy":
-        base = Qwen3(base_gguf, n_ctx=n_ctx) if base_gguf else None
-        return score_tasks(tasks, tokenize, engine_logits(model), base and engine_logits(base))
-    if runtime != "llama.cpp":
-        raise UserError(f"runtime {runtime!r}: numpy or llama.cpp")
-    from qwen3repro.accuracy.perplexity import llama_cpp_model
-
-    del model
-    llm = llama_cpp_model(gguf, n_ctx, threads)
-    base = llama_cpp_model(base_gguf, n_ctx, threads) if base_gguf else None
-    return score_tasks(tasks, tokenize, llama_cpp_logits(llm), base and llama_cpp_logits(base))
+    """The file's accuracy on every task of `task_file` (in llama-perplexity's format `fmt`), by
+    the NumPy engine or by llama.cpp, and with `base_gguf`, the flips and answer KLD against it on
+    the same runtime."""
+    tasks = read_tasks(task_file, fmt)
+    tokenize = gguf_tokenize(gguf)
+    base = load_logits(base_gguf, runtime, n_ctx, threads) if base_gguf else None
+    return score_tasks(tasks, fmt, tokenize, load_logits(gguf, runtime, n_ctx, threads), base)
