@@ -34,6 +34,7 @@ include: "workflow/rules/samples.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/sweep.smk"
+include: "workflow/rules/tasks.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/report.smk"
 
@@ -52,5 +53,6 @@ rule all:
         bench_tables(),
         accuracy_tables(),
         sweep_files(),
+        tasks_tables(),
         verify_files(),
         "results/report/index.html",

@@ -30,7 +30,7 @@ def default_config() -> dict:
 
 def quick_training_config(path: Path) -> Path:
     """The default config with a training budget of seconds instead of minutes, and short checks,
-    benchmarks, perplexity runs and sweeps; the accuracy gate is the config's own. The true-scale
+    benchmarks, perplexity runs, sweeps and task sets; the accuracy gate is the config's own. The true-scale
     stand-in becomes the CI model (qwen3-tiny, committed reference and all) with the stand-in's stages."""
     import yaml
 
@@ -45,6 +45,7 @@ def quick_training_config(path: Path) -> Path:
     config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2}
     config["sweep"] = {**config.get("sweep", {}), "seeds": [0], "max_new_tokens": 8}
     config["check"] = {**config.get("check", {}), **SHORT_CHECK}
+    config["tasks"] = {"sets": {"next-line": {"source": "shakespeare", "build": "next-line", "tasks": 8}}}
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -86,11 +86,17 @@ def test_values_a_stage_did_not_measure_are_shown_as_a_dash(run, tmp_path):
     workdir, config = run
     bench = workdir / "results" / "bench" / "qwen3-tiny.json"
     parts = sorted((workdir / "results" / "perplexity" / "qwen3-shakespeare").glob("*.json"))
-    originals = {path: path.read_bytes() for path in [bench, *parts]}
+    tasks = sorted((workdir / "results" / "tasks" / "qwen3-shakespeare").glob("*.json"))
+    tasks = [t for t in tasks if t.name != "generations.json"]
+    originals = {path: path.read_bytes() for path in [bench, *parts, *tasks]}
     try:
         bench.write_text(json.dumps([r for r in json.loads(originals[bench]) if r["engine"] != "llama.cpp"]))
         for part in parts:
             part.write_text(json.dumps({k: v for k, v in json.loads(originals[part]).items() if k != "llama_cpp"}))
+        for part in tasks:
+            data = json.loads(originals[part])
+            data["runtimes"].pop("llama.cpp")
+            part.write_text(json.dumps(data))
         write_report(config, tmp_path / "index.html", tmp_path / "summary.md", root=workdir)
     finally:
         for path, data in originals.items():

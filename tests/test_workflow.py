@@ -145,6 +145,32 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
     assert "smallest file within mean KLD 0.01 of F32" in page and "fastest decode, numpy" in page
 
 
+def test_default_pipeline_scores_the_offline_task_and_the_generations_per_file_type(pipeline_run):
+    tmp_path = pipeline_run[0]
+    results = tmp_path / "results" / "tasks"
+    tasks = pd.read_csv(results / "qwen3-shakespeare.csv")
+    # every file type in both runtimes, each against F32 in its own runtime on the same 8 items
+    assert len(tasks) == (12 + 3) * 2 and set(tasks["runtime"]) == {"numpy", "llama.cpp"}
+    assert tasks["tasks"].eq(8).all() and tasks["chance"].eq(0.25).all() and tasks["set"].eq("next-line").all()
+    f32 = tasks[tasks["type"] == "F32"]
+    assert f32["flips"].eq(0).all() and f32["answer_kld_mean"].eq(0).all()
+    assert (tasks["accuracy_lo"] <= tasks["accuracy"]).all() and (tasks["accuracy"] <= tasks["accuracy_hi"]).all()
+    ways = tasks[["right_to_wrong", "wrong_to_right", "wrong_to_wrong"]].sum(axis=1)
+    assert (tasks["flips"] == ways).all() and (tasks.loc[tasks["type"] != "F32", "answer_kld_mean"] > 0).all()
+    # along the F32 file's own generations: every generated token is thinking or answer
+    generated = pd.read_csv(results / "qwen3-shakespeare-generated.csv")
+    assert set(generated["span"]) == {"thinking", "answer"} and len(generated) == (12 + 3) * 2 * 2
+    f32 = generated[generated["type"] == "F32"]
+    assert f32["kld_mean"].eq(0).all() and f32["same_top_p"].eq(1).all()
+    plays = json.loads((results / "qwen3-shakespeare" / "generations.json").read_text())["generations"]
+    assert {(g["thinking"], g["turn"] is None) for g in plays} == {(True, True), (False, True), (True, False)}
+    assert all(len(g["spans"]) == len(g["tokens"]) for g in plays)
+    page = (tmp_path / "results" / "report" / "index.html").read_text()
+    assert "<h3>Tasks and flips</h3>" in page and "<h3>Loss along generated tokens</h3>" in page
+    assert "smallest file whose flip rate against F32 stays at most 5%" in page
+    assert "next-line, NumPy: F32 answers" in page and "chance (25.0%)" in page
+
+
 @pytest.mark.pipeline
 def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_changed_file(repo, tmp_path):
     """Three of the file types (every type's bytes against the reference: test_convert.py), no twins."""

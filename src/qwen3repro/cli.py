@@ -19,6 +19,7 @@ from qwen3repro.commands import (
     cmd_make_task,
     cmd_perplexity,
     cmd_reference,
+    cmd_task_set,
     cmd_tasks,
     cmd_tokenize,
     cmd_usage,
@@ -230,6 +231,13 @@ def _add_measure_commands(sub) -> None:
     p.add_argument("--json", help="also write everything here")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("task-set", help="a config's task set as the pipeline builds it, in llama-perplexity's format")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pipeline config (default {DEFAULT_CONFIG})")
+    p.add_argument("--set", required=True, help="the set's name in tasks.sets")
+    p.add_argument("--out", help="the file to write (default <set>.txt, .csv or .bin by its format)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_task_set)
 
     p = sub.add_parser("make-task", help="an offline task from a play text, in one of llama-perplexity's formats")
     p.add_argument(

@@ -371,3 +371,19 @@ def cmd_make_task(args: argparse.Namespace) -> None:
     with staged_file(Path(args.out), args.force) as tmp:
         write_tasks(tasks, tmp, args.format)
     print(f"{args.out}: {len(tasks)} tasks")
+
+
+def cmd_task_set(args: argparse.Namespace) -> None:
+    from qwen3repro.accuracy.task_sets import EXTENSION, active_sets, set_format, write_set
+    from qwen3repro.config import load_config
+    from qwen3repro.fsutil import check_writable_target
+
+    config = load_config(args.config)
+    sets = active_sets(config["tasks"])
+    if args.set not in sets:
+        raise UserError(f"{args.config}: no task set {args.set!r} in tasks.sets (it has: {', '.join(sets) or 'none'})")
+    spec = sets[args.set]
+    out = Path(args.out or f"{args.set}.{EXTENSION[set_format(spec)]}")
+    check_writable_target(out, args.force)
+    manifest = write_set(args.set, spec, out, config["perplexity"]["corpus"].get("held_out_every", 10))
+    print(f"{out}: {manifest['tasks']} tasks, llama-perplexity --{manifest['format']} reads it")

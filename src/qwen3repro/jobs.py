@@ -101,6 +101,14 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
         lambda j: resources.samples_mb(j.input.gguf, j.trained),
         lambda j: resources.samples_minutes(j.input.gguf, j.settings("samples"), j.trained),
     ),
+    "generations": (
+        lambda j: resources.gguf_mb(j.input.gguf),
+        lambda j: resources.generations_minutes(j.input.gguf, j.settings("sweep") or j.config["sweep"]),
+    ),
+    "tasks": (
+        lambda j: resources.tasks_mb(j.input.gguf, j.input.base, j.settings("tasks")),
+        lambda j: resources.tasks_minutes(j.input.gguf, j.input.sets, j.settings("tasks"), j.threads),
+    ),
     "report": (lambda j: 2048, lambda j: 15),
 }
 

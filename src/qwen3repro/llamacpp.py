@@ -65,7 +65,11 @@ def cpu_has_amx() -> bool:
 def llama(**kwargs):
     """llama_cpp.Llama(**kwargs). On a CPU with AMX, ggml's AMX weight buffers are turned off
     (use_extra_bufts): their matrix product segfaults on such machines (ggml-org/llama.cpp#20824),
-    and llama.cpp then runs its AVX-512 kernels on the same file."""
+    and llama.cpp then runs its AVX-512 kernels on the same file. A batch (a prompt, a perplexity
+    chunk, a task's endings) runs on as many threads as the job was given: llama-cpp-python's own
+    default is every core, which two jobs side by side oversubscribe while ggml's threads spin."""
+    if "n_threads" in kwargs:
+        kwargs.setdefault("n_threads_batch", kwargs["n_threads"])
     lib = llama_cpp()
     if not cpu_has_amx():
         return lib.Llama(**kwargs)

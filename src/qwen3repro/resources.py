@@ -379,3 +379,28 @@ def traces_minutes(gguf: Path | str, settings: dict) -> int:
     t = settings.get("traces", {})
     traces = len(t.get("prompts", [])) * len(t.get("presets", [1, 2])) * len(t.get("thinking", [1, 2]))
     return minutes(load_seconds(n) + decode_seconds(n, 2 * 2 * traces * settings["max_new_tokens"]))
+
+
+def tasks_mb(gguf: Path | str, base: Path | str, settings: dict) -> int:
+    """As the perplexity stage: both files' weights in float32, then llama.cpp's; the logits of an
+    ending (or a generation) in float32 and float64, for the file and the base."""
+    return perplexity_mb(gguf, base, settings["n_ctx"], False, "llama.cpp" in settings["runtimes"])
+
+
+def tasks_minutes(gguf: Path | str, sets: list[str], settings: dict, threads: int) -> int:
+    """Every ending of every task read whole, by the file and by the base, in each runtime: a token
+    for about every four bytes of the task files (context repeated per ending counted once more)."""
+    if not Path(gguf).exists():
+        return MIN_MINUTES
+    n = n_weights_of_gguf(gguf)
+    tokens = sum(Path(s).stat().st_size for s in sets if Path(s).exists()) // 4 * 4
+    passes = 2 * len(settings["runtimes"])
+    return minutes(passes * (load_seconds(n) + prefill_seconds(n, tokens, threads)))
+
+
+def generations_minutes(gguf: Path | str, settings: dict) -> int:
+    """Each prompt with thinking on and off, each conversation's turns."""
+    n = n_weights_of_gguf(gguf)
+    turns = sum(m["role"] == "user" for c in settings.get("conversations", []) for m in c["messages"])
+    generations = 2 * len(settings.get("prompts", [])) + turns
+    return minutes(load_seconds(n) + decode_seconds(n, generations * settings["max_new_tokens"]))

@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from qwen3repro import jobs
 from qwen3repro.bench.runtimes import GGUF_ENGINES
 from qwen3repro.config import file_variants, model_settings, runs
+from qwen3repro.accuracy.task_sets import active_sets, set_file, set_format
 from qwen3repro.convert.tensor_plan import split_variant
 from qwen3repro.verify.verdict import perplexity_inputs
 
@@ -135,3 +136,38 @@ def report_inputs(wildcards):
         model_dir = Path("results/models") / model
         paths.update(str(model_dir if model_dir in p.parents else p) for p in files.values())
     return sorted(paths)
+
+
+# ------------------------------------------------------------------ tasks
+def task_set_spec(name):
+    """A task set's entry, from whichever model's tasks settings name it (set names are shared)."""
+    for model in models_running("tasks"):
+        found = active_sets(model_settings(config, model)["tasks"]).get(name)
+        if found is not None:
+            return found
+    raise WorkflowError(f"no task set named {name} in tasks.sets")
+
+
+def task_sets(wildcards):
+    """The job's sets: name -> (file, format)."""
+    found = active_sets(settings(wildcards, "tasks"))
+    return {name: (set_file(name, spec), set_format(spec)) for name, spec in found.items()}
+
+
+def task_set_files(wildcards):
+    return [path for path, _ in task_sets(wildcards).values()]
+
+
+def generation_settings(wildcards):
+    """The sweep's prompts and conversations (the model's own sweep settings where it has them)."""
+    return model_settings(config, wildcards.model)["sweep"] or config["sweep"]
+
+
+def generations_input(wildcards):
+    if not settings(wildcards, "tasks")["generated"]:
+        return []
+    return f"results/tasks/{wildcards.model}/generations.json"
+
+
+def tasks_tables():
+    return expand("results/tasks/{model}.csv", model=models_running("tasks"))

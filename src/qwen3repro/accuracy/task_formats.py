@@ -78,10 +78,10 @@ def read_tasks(path: Path | str, fmt: str) -> list[Task]:
 
 
 def write_tasks(tasks: list[Task], path: Path, fmt: str) -> None:
-    """`tasks` in one of llama-perplexity's formats (a field may not hold a newline)."""
+    """`tasks` in one of llama-perplexity's formats (in the text ones, a field may not hold a newline)."""
     for t in tasks:
-        if any("\n" in f for f in (t.context, t.after, *t.endings)):
-            raise ValueError(f"a task's fields must be single lines: {t.context[:40]!r}")
+        if fmt != "multiple-choice" and any("\n" in f for f in (t.context, t.after, *t.endings)):
+            raise ValueError(f"a task's fields must be single lines in the {fmt} format: {t.context[:40]!r}")
     if fmt == "hellaswag":
         path.write_text("".join(_hellaswag_lines(t) for t in tasks), "utf-8")
     elif fmt == "winogrande":

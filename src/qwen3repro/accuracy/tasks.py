@@ -46,10 +46,10 @@ LogitsOf = Callable[[list[int], int], np.ndarray]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log p per row, summed in float64 after subtracting the row's maximum, as llama-perplexity does."""
-    logits = np.asarray(logits, dtype=np.float32)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted.astype(np.float64) - np.log(np.exp(shifted).astype(np.float64).sum(axis=-1, keepdims=True))
+    """log p per row in float32, as the binary's compute_logprobs has them (the row's maximum
+    subtracted, the exponentials summed in float64 here, in float32 there)."""
+    shifted = np.asarray(logits, dtype=np.float32) - np.max(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, dtype=np.float64, keepdims=True)).astype(np.float32)
 
 
 def common_prefix(sequences: list[list[int]]) -> int:
@@ -74,7 +74,7 @@ def item_scores(task: Task, fmt: str, tokenize: Callable[[str], list[int]], logi
     else:
         scores = []
         for seq, logp in zip(sequences, logps):
-            picked = logp[np.arange(len(seq) - prefix), seq[prefix:]]
+            picked = logp[np.arange(len(seq) - prefix), seq[prefix:]].astype(np.float64)
             scores.append(float(picked.mean()) if len(picked) else -math.inf)
         chosen = int(np.argmax(scores))  # the first of the highest, as the binary's strict >
     answer_logprobs = [logp[: len(seq) - prefix] for seq, logp in zip(sequences, logps)]
@@ -98,7 +98,7 @@ def winogrande_scores(task: Task, sequences, prefix: int, logps, tokenize) -> li
         n_base = len(tokenize(task.context + option)) if skip_option else prefix
         last = 1 if len(seq) - n_base > 1 else 0
         offset = n_base - prefix if s == 0 else len(first) - prefix + n_base - prefix
-        terms = [row(offset + k)[seq[j + 1]] for k, j in enumerate(range(n_base - 1, len(seq) - 1 - last))]
+        terms = [float(row(offset + k)[seq[j + 1]]) for k, j in enumerate(range(n_base - 1, len(seq) - 1 - last))]
         count = len(seq) - n_base - last
         scores.append(float(sum(terms)) / count if count > 0 else math.nan)
     return scores
@@ -124,7 +124,7 @@ def answer_kld(base: dict, other: dict) -> float:
     """Mean KL(base || other) over every scored position of every ending of one item."""
     values = []
     for p, q in zip(base["logprobs"], other["logprobs"]):
-        values.append((np.exp(p) * (p - q)).sum(axis=-1))
+        values.append((np.exp(p) * (p - q)).sum(axis=-1, dtype=np.float64))
     return float(np.concatenate(values).mean()) if values else math.nan
 
 
@@ -152,11 +152,13 @@ def score_tasks(
     for task in tasks:
         item = item_scores(task, fmt, tokenize, logits_of)
         if base_logits_of is not None:
-            base_item = item_scores(task, fmt, tokenize, base_logits_of)
+            same = base_logits_of is logits_of  # the base file itself: nothing to compute twice
+            base_item = item if same else item_scores(task, fmt, tokenize, base_logits_of)
             klds.append(answer_kld(base_item, item))
             base_items.append({k: v for k, v in base_item.items() if k != "logprobs"})
         items.append({k: v for k, v in item.items() if k != "logprobs"})
     result = {"format": fmt, **accuracy(items), "chosen": [i["chosen"] for i in items]}
+    result["chance"] = float(np.mean([1 / len(t.endings) for t in tasks]))  # the accuracy of a guess
     result["line"] = result_line(fmt, result["correct"], result["tasks"])
     if base_logits_of is not None:
         result |= flips(base_items, items)
@@ -182,12 +184,28 @@ def engine_logits(model) -> LogitsOf:
 
 
 def llama_cpp_logits(llm) -> LogitsOf:
-    """llama.cpp's logits (a llama_cpp.Llama made with logits_all=True) for a whole sequence."""
+    """llama.cpp's logits (a llama_cpp.Llama) from position `first` on. As the binary does, the
+    tokens up to `first` (an item's common prefix) are evaluated once, with the logits of their last
+    position only, and each ending continues from that cache; the next call with the same prefix
+    reuses it. (llama-cpp-python's own eval would compute every position's logits, the prefix's
+    once per ending: four times the work on a small model, whose cost is its output matrix.)"""
+    cached: dict = {"head": None, "row": None}
+
+    def decode(tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=all_logits)
+        llm._ctx.decode(llm._batch)
+        rows = len(tokens) if all_logits else 1
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(rows, llm.n_vocab())).copy()
 
     def logits_of(tokens: list[int], first: int) -> np.ndarray:
-        llm.reset()
-        llm.eval(list(tokens))
-        return np.array(llm.scores[first : len(tokens)], dtype=np.float32)
+        tokens = [int(t) for t in tokens]
+        head, rest = tokens[: first + 1], tokens[first + 1 :]
+        if head != cached["head"]:
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            cached["head"], cached["row"] = head, decode(head, 0, False)
+        else:
+            llm._ctx.kv_cache_seq_rm(-1, first + 1, -1)
+        return np.concatenate([cached["row"], decode(rest, first + 1, True)]) if rest else cached["row"]
 
     return logits_of
 

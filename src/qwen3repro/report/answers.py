@@ -6,13 +6,29 @@ import math
 
 from qwen3repro.report.inputs import ModelSection
 from qwen3repro.report.tables import NOISY, fmt, has, has_runtime_kld, speed_cell
+from qwen3repro.report.task_report import flip_answers
 
 HEADER = ["question", "answer", "measured on"]
 
 
-def answer_table(sections: list[ModelSection], max_kld: float) -> tuple[list[str], list[list[str]]]:
-    rows = quality_answers(sections, max_kld) + speed_answers(sections) + memory_answers(sections)
+def answer_table(
+    sections: list[ModelSection], max_kld: float, max_flips: float = 0.05
+) -> tuple[list[str], list[list[str]]]:
+    picks = {s.name: kld_pick(s, max_kld) for s in sections}
+    rows = quality_answers(sections, max_kld)
+    rows += flip_answers(sections, max_flips, {m: None if p is None else p[0]["type"] for m, p in picks.items()})
+    rows += speed_answers(sections) + memory_answers(sections)
     return HEADER, rows + sampling_answers(sections)
+
+
+def kld_pick(s: ModelSection, max_kld: float):
+    """The smallest file within `max_kld` of F32 (the larger of the runtimes' KLDs where both are
+    measured) and its KLD; None where nothing is measured or nothing is within it."""
+    if not has(s, "kld_mean"):
+        return None
+    kld = s.types[["kld_mean", "llama.cpp kld_mean"]].max(axis=1) if has_runtime_kld(s) else s.types["kld_mean"]
+    within = s.types[kld <= max_kld].sort_values("size_mib")
+    return None if within.empty else (within.iloc[0], kld[within.index[0]])
 
 
 def quality_answers(sections: list[ModelSection], max_kld: float) -> list[list[str]]:
@@ -22,15 +38,16 @@ def quality_answers(sections: list[ModelSection], max_kld: float) -> list[list[s
     for s in sections:
         if not has(s, "kld_mean"):
             continue
-        kld = s.types[["kld_mean", "llama.cpp kld_mean"]].max(axis=1) if has_runtime_kld(s) else s.types["kld_mean"]
-        within = s.types[kld <= max_kld].sort_values("size_mib")
-        if within.empty:
-            rows.append([f"smallest file within mean KLD {max_kld:g} of F32", "none", s.name])
+        both = " (the larger of NumPy's and llama.cpp's)" if has_runtime_kld(s) else ""
+        question = f"smallest file within mean KLD {max_kld:g} of F32{both}"
+        pick = kld_pick(s, max_kld)
+        if pick is None:
+            rows.append([question, "none", s.name])
             continue
-        best = within.iloc[0]
+        best, kld = pick
         answer = (
             f"{best['type']}: {fmt(best['size_mib'], 1)} MiB, {fmt(best['bits_per_weight'], 2)} bits/weight, "
-            f"KLD {fmt(kld[best.name], 3, sig=True)}"
+            f"KLD {fmt(kld, 3, sig=True)}"
         )
         for other in sections:
             same = other.types[other.types["type"] == best["type"]]
@@ -39,8 +56,7 @@ def quality_answers(sections: list[ModelSection], max_kld: float) -> list[list[s
                 answer += (
                     f"; at {other.name}'s size {fmt(o['size_mib'], 1)} MiB, {fmt(o['bits_per_weight'], 2)} bits/weight"
                 )
-        both = " (the larger of NumPy's and llama.cpp's)" if has_runtime_kld(s) else ""
-        rows.append([f"smallest file within mean KLD {max_kld:g} of F32{both}", answer, s.name])
+        rows.append([question, answer, s.name])
     return rows
 
 

@@ -48,7 +48,7 @@ def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
             files["training_curve"] = root / f"results/models/{model}/training_curve.csv"
         for t in file_variants(config, model):
             files[f"gguf_manifest/{t}"] = root / f"results/gguf/{model}/{model}-{t}.json"
-            for stage in ("check", "perplexity"):
+            for stage in ("check", "perplexity", "tasks"):
                 if settings[stage] is not None:
                     files[f"{stage}/{t}"] = root / f"results/{stage}/{model}/{t}.json"
         for t in settings["sweep"]["types"] if settings["sweep"] is not None else []:
@@ -72,6 +72,7 @@ STAGE_OF = {
     "perplexity": "perplexity",
     "sweep": "sweep",
     "traces": "sweep",
+    "tasks": "tasks",
 }
 
 
@@ -120,6 +121,8 @@ class ModelSection:
     samples: dict = field(default_factory=dict)
     verify: dict = field(default_factory=dict)
     curve: pd.DataFrame | None = None
+    tasks: pd.DataFrame | None = None  # a row per file type, runtime and task set
+    generated: pd.DataFrame | None = None  # a row per file type, runtime and span of the generations
 
 
 def tokenizer_facts(gguf: Path) -> dict:
@@ -237,6 +240,11 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
             verify=_read(files, "verify"),
             curve=_read(files, "training_curve") if "training_curve" in files else None,
         )
+        if model_settings(config, model)["tasks"] is not None:
+            from qwen3repro.accuracy.task_run import task_rows
+
+            rows, generated = task_rows([_read(files, f"tasks/{t}") for t in file_variants(config, model)])
+            section.tasks, section.generated = pd.DataFrame(rows), pd.DataFrame(generated)
         for t in sweep["types"] if sweep is not None else []:
             section.sweeps[t] = _read(files, f"sweep/{t}")
             try:

@@ -9,7 +9,7 @@ import jinja2
 import markupsafe
 
 from qwen3repro.fsutil import staged_dir, write_text_atomic
-from qwen3repro.report import figures, speed_figures
+from qwen3repro.report import figures, speed_figures, task_report
 from qwen3repro.report.answers import answer_table
 from qwen3repro.report.inputs import ModelSection, collect, environment
 from qwen3repro.report.tables import (
@@ -43,6 +43,7 @@ def figure_set(section: ModelSection) -> dict[str, bytes | None]:
         "sampling-heatmaps": figures.sampling_heatmaps(pick("temperature-x-top-p")),
         "thinking": figures.thinking(pick("presets-x-thinking")),
         "multi-turn": figures.multi_turn(multi),
+        "flips-vs-bits": task_report.flips_vs_bits(section),
     }
     for i, trace in enumerate(traces):
         out[f"trace-{i + 1}"] = figures.token_trace(trace)
@@ -66,6 +67,9 @@ CAPTIONS = {
     "thinking": "Thinking on vs off, per Qwen3 preset",
     "multi-turn": "Multi-turn: context, cache reuse and time to first token per turn",
     "training-curve": "Training curve",
+    "flips-vs-bits": "Flips: the share of task items whose chosen answer differs from the F32 file's in the same "
+    "runtime, against the bits per weight of the layers' matrices, with its Wilson 95% interval; a series per task set "
+    "and runtime",
 }
 
 
@@ -142,6 +146,10 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         "sweep": sweep_table(s),
         "explorer": explorer_data(s),
         "weight_errors": weight_error_table(s),
+        "tasks": task_report.task_table(s),
+        "task_chance": task_report.chance_lines(s),
+        "generated": task_report.generated_table(s),
+        "task_figure": _figure(figs, f"{s.name}-flips-vs-bits", s.name) if figs[f"{s.name}-flips-vs-bits"] else None,
         "accuracy_figures": [
             _figure(figs, f"{s.name}-{k}", s.name)
             for k in ("quality-vs-bits", "size-vs-bits", "speed", "roofline")
@@ -155,23 +163,25 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
     }
 
 
-def render_html(sections: list[ModelSection], env: dict, figs: dict[str, bytes | None], max_kld: float) -> str:
+def render_html(
+    sections: list[ModelSection], env: dict, figs: dict[str, bytes | None], max_kld: float, max_flips: float = 0.05
+) -> str:
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("qwen3repro.report"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     script = (Path(__file__).parent / "templates" / "explorer.js").read_text("utf-8")
     return templates.get_template("report.html.j2").render(
         sections=[page_section(s, figs) for s in sections],
-        answers=answer_table(sections, max_kld),
+        answers=answer_table(sections, max_kld, max_flips),
         environment=[[k, str(v)] for k, v in env.items()],
         explorer_js=markupsafe.Markup(script),  # the page's own script, inline: no file beside the page
     )
 
 
-def render_markdown(sections: list[ModelSection], env: dict, max_kld: float) -> str:
+def render_markdown(sections: list[ModelSection], env: dict, max_kld: float, max_flips: float = 0.05) -> str:
     lines = ["# qwen3repro summary", ""]
     lines += [f"- **{s.verify['verdict']}**: {s.verify['summary']}" for s in sections] + [""]
-    header, rows = answer_table(sections, max_kld)
+    header, rows = answer_table(sections, max_kld, max_flips)
     lines += [markdown_table(header, rows), ""] if rows else []
     for s in sections:
         header, rows = main_table(s)
@@ -179,6 +189,14 @@ def render_markdown(sections: list[ModelSection], env: dict, max_kld: float) -> 
         header, rows = imatrix_table(s)
         if rows:
             lines += ["With and without the importance matrix:", "", markdown_table(header, rows), ""]
+        header, rows = task_report.task_table(s)
+        if rows:
+            lines += ["Tasks, scored as llama-perplexity scores them, and flips against F32:", ""]
+            lines += [markdown_table(header, rows), "", *task_report.chance_lines(s), ""]
+        header, rows = task_report.generated_table(s)
+        if rows:
+            lines += ["KL divergence from F32 along the F32 file's own generations:", ""]
+            lines += [markdown_table(header, rows), ""]
     if any(has_runtime_kld(s) for s in sections):
         lines += [KLD_NOTE, ""]
     lines += [
@@ -207,7 +225,7 @@ def write_report(
             for name, png in figs.items():
                 if png is not None:
                     (tmp / f"{name}.png").write_bytes(png)
-    max_kld = config["report"]["max_kld"]
-    write_text_atomic(Path(out_md), render_markdown(sections, env, max_kld), force=True)
-    write_text_atomic(Path(out_html), render_html(sections, env, figs, max_kld), force=True)
+    max_kld, max_flips = config["report"]["max_kld"], config["report"]["max_flips"]
+    write_text_atomic(Path(out_md), render_markdown(sections, env, max_kld, max_flips), force=True)
+    write_text_atomic(Path(out_html), render_html(sections, env, figs, max_kld, max_flips), force=True)
     return [name for name, png in figs.items() if png is not None]
