@@ -4,6 +4,6 @@ from qwen3repro.bench.tables import write_summary
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake) as log:
-    table = write_summary(snakemake.input.parts, snakemake.input.bandwidth, snakemake.output.csv, snakemake.output.json)
+    table = write_summary(snakemake.input.parts, snakemake.output.csv, snakemake.output.json)
     log.info("\n%s", table)
     print(f"{snakemake.output.csv}:\n{table}", flush=True)

@@ -82,7 +82,7 @@ def _check_sections(sections: dict, where: str) -> None:
 
 # ------------------------------------------------------------------ per-model stages
 STAGES = ("convert", "samples", "bench", "check", "perplexity", "sweep", "tasks")
-# read by jobs that serve every model (one corpus, one calibration text, one bandwidth probe)
+# read by jobs that serve every model (one corpus, one calibration text) or must agree (the bench's threads)
 SHARED = (("perplexity", "corpus"), ("convert", "imatrix", "calibration"), ("bench", "threads"))
 
 

@@ -80,7 +80,6 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
         lambda j: resources.check_minutes(j.input.gguf, j.wildcards.type, j.settings("check"), j.threads),
     ),
     "perplexity": (_perplexity_mb, _perplexity_minutes),
-    "bandwidth": (lambda j: 2048, lambda j: 5),
     "bench_gguf": (
         lambda j: resources.gguf_mb(j.input.gguf) + resources.PROBE_MB,
         lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads),

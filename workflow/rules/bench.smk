@@ -1,23 +1,8 @@
 # Speed and memory, as llama-bench measures them, per file type (numpy and llama.cpp on
-# the GGUF) and per transformers dtype, then one table per model with the decode roofline.
+# the GGUF) and per transformers dtype, then one table per model with the decode roofline (against
+# the memory bandwidth probed beside each job's runs, before and after them).
 # Every job runs with bench.threads (llama-bench -t); the Slurm profile asks for a whole node for
 # them, so that measurements never share a machine.
-
-
-rule bandwidth:
-    output:
-        "results/bench/bandwidth.json",
-    log:
-        "results/logs/bandwidth/bandwidth.log",
-    benchmark:
-        "results/benchmarks/bandwidth/bandwidth.tsv"
-    conda:
-        "../../envs/qwen3repro.yaml"
-    threads: BENCH_THREADS
-    resources:
-        **needs("bandwidth"),
-    script:
-        "../../scripts/bandwidth.py"
 
 
 rule bench_gguf:
@@ -65,7 +50,6 @@ rule bench_hf:
 rule bench_table:
     input:
         parts=bench_parts,
-        bandwidth="results/bench/bandwidth.json",
     output:
         csv="results/bench/{model}.csv",
         json="results/bench/{model}.json",

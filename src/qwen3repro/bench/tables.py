@@ -110,17 +110,15 @@ def format_summary(table) -> str:
     return "\n".join(lines)
 
 
-def write_summary(
-    parts: list[Path | str], bandwidth_json: Path | str, out_csv: Path | str, out_json: Path | str
-) -> str:
-    """Merge the per-file and per-dtype rows of a model into results/bench/<model>.csv and .json."""
+def write_summary(parts: list[Path | str], out_csv: Path | str, out_json: Path | str) -> str:
+    """Merge the per-file and per-dtype rows of a model into results/bench/<model>.csv and .json,
+    each row's roofline from the bandwidth probed beside its own runs."""
     records = []
     for part in parts:
         records += json.loads(Path(part).read_text("utf-8"))
-    bandwidth = json.loads(Path(bandwidth_json).read_text("utf-8"))["bandwidth_bytes_per_s"]
     if not records:
         raise UserError("no benchmark rows: every engine was left out")
-    table = summary_table(records, bandwidth)
+    table = summary_table(records, None)
     write_text_atomic(Path(out_csv), table.drop(columns=["samples_ns"]).to_csv(index=False), force=True)
     write_text_atomic(Path(out_json), table.to_json(orient="records", indent=1) + "\n", force=True)
     return format_summary(table)
