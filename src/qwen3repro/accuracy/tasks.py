@@ -45,11 +45,15 @@ WINOGRANDE_MIN_TRAILING = 3  # k_min_trailing_ctx
 LogitsOf = Callable[[list[int], int], np.ndarray]
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log p per row in float32, as the binary's compute_logprobs has them (the row's maximum
-    subtracted, the exponentials summed in float64 here, in float32 there)."""
-    shifted = np.asarray(logits, dtype=np.float32) - np.max(logits, axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, dtype=np.float64, keepdims=True)).astype(np.float32)
+    subtracted; the exponentials summed in float64 here, in float32 there), and each row's
+    log-sum-exp in float64 (what was subtracted, for an exact KL divergence)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    top = logits.max(axis=-1, keepdims=True)
+    shifted = logits - top
+    lse = np.log(np.exp(shifted).sum(axis=-1, dtype=np.float64, keepdims=True))
+    return shifted - lse.astype(np.float32), top + lse
 
 
 def common_prefix(sequences: list[list[int]]) -> int:
@@ -67,7 +71,8 @@ def item_scores(task: Task, fmt: str, tokenize: Callable[[str], list[int]], logi
     if prefix == 0:
         raise UserError(f"task {task.context[:40]!r}: its endings share no token with the context")
     # rows: positions prefix-1 .. len-1 of each sequence; row k predicts token prefix+k
-    logps = [log_softmax(logits_of(seq, prefix - 1)) for seq in sequences]
+    logits = [np.asarray(logits_of(seq, prefix - 1), dtype=np.float32) for seq in sequences]
+    logps, lses = zip(*map(log_softmax, logits))
     if fmt == "winogrande":
         scores = winogrande_scores(task, sequences, prefix, logps, tokenize)
         chosen = 0 if scores[0] > scores[1] else 1
@@ -77,8 +82,9 @@ def item_scores(task: Task, fmt: str, tokenize: Callable[[str], list[int]], logi
             picked = logp[np.arange(len(seq) - prefix), seq[prefix:]].astype(np.float64)
             scores.append(float(picked.mean()) if len(picked) else -math.inf)
         chosen = int(np.argmax(scores))  # the first of the highest, as the binary's strict >
-    answer_logprobs = [logp[: len(seq) - prefix] for seq, logp in zip(sequences, logps)]
-    return {"scores": scores, "chosen": chosen, "correct": chosen == task.gold, "logprobs": answer_logprobs}
+    # the positions after the prefix: their logits and log-sum-exps, for the answers' KLD
+    rows = [(z[: len(seq) - prefix], lse[: len(seq) - prefix]) for seq, z, lse in zip(sequences, logits, lses)]
+    return {"scores": scores, "chosen": chosen, "correct": chosen == task.gold, "rows": rows}
 
 
 def winogrande_scores(task: Task, sequences, prefix: int, logps, tokenize) -> list[float]:
@@ -121,10 +127,14 @@ def accuracy(items: list[dict]) -> dict:
 
 
 def answer_kld(base: dict, other: dict) -> float:
-    """Mean KL(base || other) over every scored position of every ending of one item."""
+    """Mean KL(base || other) over every position after the prefix of every ending of one item. The
+    log-ratio is taken as the logits' difference less the log-sum-exps' (float64): two files a few
+    ulps apart (F16 against F32) keep a true KLD of 1e-8, which float32 log-probabilities would
+    round to either sign."""
     values = []
-    for p, q in zip(base["logprobs"], other["logprobs"]):
-        values.append((np.exp(p) * (p - q)).sum(axis=-1, dtype=np.float64))
+    for (zb, lb), (zo, lo) in zip(base["rows"], other["rows"]):
+        p = np.exp(zb - lb.astype(np.float32))
+        values.append((p * (zb - zo)).sum(axis=-1, dtype=np.float64) - (lb - lo)[:, 0])
     return float(np.concatenate(values).mean()) if values else math.nan
 
 
@@ -155,8 +165,8 @@ def score_tasks(
             same = base_logits_of is logits_of  # the base file itself: nothing to compute twice
             base_item = item if same else item_scores(task, fmt, tokenize, base_logits_of)
             klds.append(answer_kld(base_item, item))
-            base_items.append({k: v for k, v in base_item.items() if k != "logprobs"})
-        items.append({k: v for k, v in item.items() if k != "logprobs"})
+            base_items.append({k: v for k, v in base_item.items() if k != "rows"})
+        items.append({k: v for k, v in item.items() if k != "rows"})
     result = {"format": fmt, **accuracy(items), "chosen": [i["chosen"] for i in items]}
     result["chance"] = float(np.mean([1 / len(t.endings) for t in tasks]))  # the accuracy of a guess
     result["line"] = result_line(fmt, result["correct"], result["tasks"])
