@@ -24,7 +24,9 @@ TIMED = re.compile(r"(^|_)(s|seconds|ttft|tokens_per_s|prefill_s|decode_s)$|_s$|
 # report rows and columns that depend on the clock: speeds, rooflines, load times, peak memory
 # a GGUF file's type from its name: <model>-<TYPE>[-imat].gguf
 TYPE_OF_FILE = r"^.*?-([A-Z0-9_]+(?:-imat)?)$"
-TIMED_TEXT = re.compile(r"t/s|decode|prefill|roofline|load|peak|RSS|fits in memory|MiB/s|GB/s|seconds|Made at commit", re.I)
+TIMED_TEXT = re.compile(
+    r"t/s|decode|prefill|roofline|load|peak|RSS|fits in memory|MiB/s|GB/s|seconds|Made at commit", re.I
+)
 
 
 def common(before: Path, after: Path, pattern: str) -> tuple[list[str], list[str]]:
