@@ -17,21 +17,24 @@ from qwen3repro.fsutil import sha256_file, write_text_atomic
 from qwen3repro.model import shakespeare
 
 
-def _hub_text(spec: dict) -> str:
+def hub_dataset_file(spec: dict, offline_hint: str = "") -> Path:
+    """A dataset repository's file at its pinned commit (`repo_id`, `filename`, `revision`), through
+    huggingface_hub's cache; one line when it cannot be had, with `offline_hint` after it."""
     from huggingface_hub import hf_hub_download
 
     try:
-        path = Path(
+        return Path(
             hf_hub_download(
                 repo_id=spec["repo_id"], filename=spec["filename"], revision=spec["revision"], repo_type="dataset"
             )
         )
     except Exception as e:  # huggingface_hub raises OSError, httpx and HfHubHTTPError subclasses
-        reason = first_line(e)
-        raise UserError(
-            f"cannot download {spec['repo_id']}/{spec['filename']}@{spec['revision']} ({reason}); "
-            "offline, use the Shakespeare corpus (perplexity.corpus.source: shakespeare)"
-        ) from None
+        where = f"{spec['repo_id']}/{spec['filename']}@{spec['revision']}"
+        raise UserError(f"cannot download {where} ({first_line(e)}){offline_hint}") from None
+
+
+def _hub_text(spec: dict) -> str:
+    path = hub_dataset_file(spec, "; offline, use the Shakespeare corpus (perplexity.corpus.source: shakespeare)")
     if path.suffix == ".parquet":
         import pandas as pd
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,10 @@ def divergence_along(generations: list[dict], logits_of, base_logits_of) -> dict
     thinking never closed."""
     by_span = {span: Divergence() for span in SPANS}
     for g in generations:
+        if not g["tokens"]:
+            continue
         tokens = np.array(g["prompt_tokens"] + g["tokens"], dtype=np.int64)
         first = len(g["prompt_tokens"]) - 1  # positions first .. len-2 predict the generated tokens
-        if len(g["tokens"]) == 0:
-            continue
         logits = logits_of(tokens, first)[: len(g["tokens"])]
         base = logits if base_logits_of is logits_of else base_logits_of(tokens, first)[: len(g["tokens"])]
         positions = compare(base, logits, tokens[first + 1 :])
@@ -116,6 +117,4 @@ def divergence_along(generations: list[dict], logits_of, base_logits_of) -> dict
 
 
 def _select(positions, where: np.ndarray):
-    from dataclasses import fields, replace
-
     return replace(positions, **{f.name: getattr(positions, f.name)[where] for f in fields(positions)})

@@ -117,7 +117,7 @@ def score_chunks(
 
 def engine_logits(model) -> LogitsOf:
     """The NumPy engine's logits from position `first` on (the cache is simply overwritten)."""
-    return lambda chunk, first: model.forward(chunk, start=0, logits_from=first)
+    return lambda chunk, first: model.forward(np.asarray(chunk), start=0, logits_from=first)
 
 
 def llama_cpp_model(gguf: Path | str, n_ctx: int, threads: int = 1):

@@ -27,6 +27,7 @@ def run_tasks(
     """`sets`: name -> (task file, format). Per runtime: each set's accuracy, flips and answers' KLD
     against the base, and with `generations`, the KL-divergence along them per span."""
     tokenize = gguf_tokenize(gguf)
+    tasks = {name: (read_tasks(path, fmt), fmt) for name, (path, fmt) in sets.items()}
     same = Path(gguf).resolve() == Path(base_gguf).resolve()
     along = read_generations(generations) if generations else None
     longest = max((len(g["prompt_tokens"]) + len(g["tokens"]) for g in along or []), default=0)
@@ -36,8 +37,8 @@ def run_tasks(
         logits_of = load_logits(gguf, runtime, n_ctx, threads)
         base = logits_of if same else load_logits(base_gguf, runtime, n_ctx, threads)
         r = {"sets": {}}
-        for name, (path, fmt) in sets.items():
-            r["sets"][name] = score_tasks(read_tasks(path, fmt), fmt, tokenize, logits_of, base)
+        for name, (items, fmt) in tasks.items():
+            r["sets"][name] = score_tasks(items, fmt, tokenize, logits_of, base)
             s = r["sets"][name]
             flips, kld = s["flips"], s["answer_kld_mean"]
             log.info("%s, %s: %s; %d flips, answer KLD %.3g", runtime, name, s["line"], flips, kld)

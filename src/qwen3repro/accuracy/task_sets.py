@@ -78,15 +78,11 @@ CONVERTERS = {"hellaswag": _hellaswag_task, "winogrande": _winogrande_task, "arc
 def hub_tasks(spec: dict) -> list[Task]:
     """A Hub dataset's rows (its parquet file at the pinned commit) as tasks."""
     import pandas as pd
-    from huggingface_hub import hf_hub_download
+
+    from qwen3repro.accuracy.eval_text import hub_dataset_file
 
     where = f"{spec['repo_id']}/{spec['filename']}@{spec['revision']}"
-    try:
-        path = hf_hub_download(
-            repo_id=spec["repo_id"], filename=spec["filename"], revision=spec["revision"], repo_type="dataset"
-        )
-    except Exception as e:  # huggingface_hub raises OSError, httpx and HfHubHTTPError subclasses
-        raise UserError(f"cannot download {where} ({first_line(e)})") from None
+    path = hub_dataset_file(spec)
     try:
         rows = pd.read_parquet(path).to_dict("records")
     except Exception as e:  # pyarrow's errors for a file that is not parquet

@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from qwen3repro.accuracy.perplexity import RUNTIMES, engine_logits
 from qwen3repro.accuracy.task_formats import Task, read_tasks
 from qwen3repro.errors import UserError
 
@@ -64,8 +65,8 @@ def common_prefix(sequences: list[list[int]]) -> int:
 
 
 def item_scores(task: Task, fmt: str, tokenize: Callable[[str], list[int]], logits_of: LogitsOf) -> dict:
-    """Each ending's score, the ending chosen, and the log-probabilities at the positions after the
-    common prefix (for the answers' KLD)."""
+    """Each ending's score, the ending chosen, and at the positions after the common prefix the
+    logits and their log-sum-exps (for the answers' KLD)."""
     sequences = [tokenize(text) for text in task.sequences(fmt)]
     prefix = common_prefix(sequences)
     if prefix == 0:
@@ -159,10 +160,10 @@ def score_tasks(
     """Accuracy over every task, the binary's last line and, with a base, flips and the mean KLD over
     the answers' tokens."""
     items, base_items, klds = [], [], []
+    same = base_logits_of is logits_of  # the base file itself: nothing to compute twice
     for task in tasks:
         item = item_scores(task, fmt, tokenize, logits_of)
         if base_logits_of is not None:
-            same = base_logits_of is logits_of  # the base file itself: nothing to compute twice
             base_item = item if same else item_scores(task, fmt, tokenize, base_logits_of)
             klds.append(answer_kld(base_item, item))
             base_items.append({k: v for k, v in base_item.items() if k != "rows"})
@@ -187,10 +188,6 @@ def result_line(fmt: str, correct: int, n: int) -> str:
     if fmt == "winogrande":  # printed from 100 tasks on
         return f"Final Winogrande score({n} tasks): {float(100 * p):.4f} +/- {float(np.float32(100) * sigma):.4f}"
     return f"Final result: {float(np.float32(100) * p):.4f} +/- {float(np.float32(100) * sigma):.4f}"
-
-
-def engine_logits(model) -> LogitsOf:
-    return lambda tokens, first: model.forward(np.asarray(tokens), start=0, logits_from=first)
 
 
 def llama_cpp_logits(llm) -> LogitsOf:
@@ -218,9 +215,6 @@ def llama_cpp_logits(llm) -> LogitsOf:
         return np.concatenate([cached["row"], decode(rest, first + 1, True)]) if rest else cached["row"]
 
     return logits_of
-
-
-RUNTIMES = ("numpy", "llama.cpp")
 
 
 def load_logits(gguf: Path | str, runtime: str, n_ctx: int, threads: int = 1) -> LogitsOf:

@@ -15,7 +15,7 @@ def answer_table(
     sections: list[ModelSection], max_kld: float, max_flips: float = 0.05
 ) -> tuple[list[str], list[list[str]]]:
     picks = {s.name: kld_pick(s, max_kld) for s in sections}
-    rows = quality_answers(sections, max_kld)
+    rows = quality_answers(sections, max_kld, picks)
     rows += flip_answers(sections, max_flips, {m: None if p is None else p[0]["type"] for m, p in picks.items()})
     rows += speed_answers(sections) + memory_answers(sections)
     return HEADER, rows + sampling_answers(sections)
@@ -31,16 +31,16 @@ def kld_pick(s: ModelSection, max_kld: float):
     return None if within.empty else (within.iloc[0], kld[within.index[0]])
 
 
-def quality_answers(sections: list[ModelSection], max_kld: float) -> list[list[str]]:
-    """The smallest file within `max_kld` of F32, and its size at true scale where a model of another
-    size converted the same type."""
+def quality_answers(sections: list[ModelSection], max_kld: float, picks: dict | None = None) -> list[list[str]]:
+    """The smallest file within `max_kld` of F32 (`picks`: model -> kld_pick, where already made), and
+    its size at true scale where a model of another size converted the same type."""
     rows = []
     for s in sections:
         if not has(s, "kld_mean"):
             continue
         both = " (the larger of NumPy's and llama.cpp's)" if has_runtime_kld(s) else ""
         question = f"smallest file within mean KLD {max_kld:g} of F32{both}"
-        pick = kld_pick(s, max_kld)
+        pick = picks[s.name] if picks is not None else kld_pick(s, max_kld)
         if pick is None:
             rows.append([question, "none", s.name])
             continue
