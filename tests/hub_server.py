@@ -248,9 +248,14 @@ def _handler(hub: HubServer):
 
 
 def serve_directory(directory: Path, repo_id: str) -> Repo:
+    """A model directory's files as a repository (not the pipeline's manifest, not hidden files)."""
     return Repo(
         repo_id,
-        {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file() and p.name != "manifest.json"},
+        {
+            p.name: p.read_bytes()
+            for p in sorted(directory.iterdir())
+            if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
+        },
     )
 
 
