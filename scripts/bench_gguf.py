@@ -1,4 +1,5 @@
-"""Rule bench_gguf: numpy and llama.cpp on one GGUF file, interleaved, as llama-bench measures."""
+"""Rule bench_gguf: numpy and llama.cpp on one GGUF file, interleaved, as llama-bench measures; then
+numpy-low-memory's short tests where bench.low_memory names the type."""
 
 import json
 from pathlib import Path
@@ -8,7 +9,8 @@ from qwen3repro.fsutil import write_text_atomic
 from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake):
+    settings = snakemake.params.settings
     records = bench_gguf(
-        snakemake.input.gguf, snakemake.params.settings["engines"], snakemake.params.settings, snakemake.threads
+        snakemake.input.gguf, settings["engines"], settings, snakemake.threads, snakemake.wildcards.type
     )
     write_text_atomic(Path(snakemake.output[0]), json.dumps(records, indent=1) + "\n", force=True)

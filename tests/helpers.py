@@ -37,6 +37,7 @@ def quick_training_config(path: Path) -> Path:
     config = default_config()
     stand_in = config["models"].pop(STAND_IN)
     stand_in["stages"]["bench"].update(n_prompt=[16], n_gen=[8], repetitions=2)
+    stand_in["stages"]["bench"]["low_memory"].update(n_prompt=[16], n_gen=[4], repetitions=2)
     config["models"]["qwen3-tiny"] = {**stand_in, "preset": "qwen3-tiny", "dtype": "float32"}
     for spec in config["models"].values():
         if spec["source"] == "trained":

@@ -147,6 +147,28 @@ def test_bench_types_must_be_converted_ones():
         validate_config(config)
     with pytest.raises(UserError, match="bench.engines.0: 'vllm' is not one of"):
         validate_config({**config, "bench": {"types": ["F32"], "engines": ["vllm"]}})
+    with pytest.raises(UserError, match="bench.low_memory.types: Q2_K not in convert.types"):
+        validate_config({**config, "bench": {"types": ["F32"], "low_memory": {"types": ["Q2_K"]}}})
+
+
+def test_the_low_memory_mode_runs_its_own_short_tests_on_the_types_it_names(tiny_f32):
+    settings = {
+        "n_prompt": [8],
+        "n_gen": [4],
+        "n_depth": [0, 16],
+        "repetitions": 1,
+        "low_memory": {"types": ["F32"], "n_prompt": [6], "n_gen": [2], "repetitions": 1},
+    }
+    records = bench_gguf(tiny_f32, ["numpy"], settings, threads=1, file_type="F32")
+    tests = [(r["engine"], r["test"]) for r in records]
+    assert tests == [
+        ("numpy", "pp8"), ("numpy", "tg4"), ("numpy", "pp8 @ d16"), ("numpy", "tg4 @ d16"),
+        ("numpy-low-memory", "pp6"), ("numpy-low-memory", "tg2"),
+    ]  # fmt: skip
+    # a type it does not name gets the main tests only; named in the engines, it runs those on every type
+    assert {r["engine"] for r in bench_gguf(tiny_f32, ["numpy"], settings, threads=1, file_type="Q8_0")} == {"numpy"}
+    both = bench_gguf(tiny_f32, ["numpy-low-memory"], settings | {"n_depth": [0]}, threads=1, file_type="F32")
+    assert [(r["engine"], r["test"]) for r in both] == [("numpy-low-memory", "pp8"), ("numpy-low-memory", "tg4")]
 
 
 def test_depths_and_prompt_generation_pairs_are_llama_bench_s_tests(tiny_f32):

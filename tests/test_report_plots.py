@@ -104,7 +104,7 @@ def test_the_speed_plot_leaves_out_noisy_bars():
     assert png.startswith(b"\x89PNG") and drawn == [10.0]
 
 
-def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_engine():
+def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_engine_with_its_speed():
     from qwen3repro.report.answers import memory_answers
 
     trained = ModelSection(
@@ -123,20 +123,30 @@ def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_e
         bench=pd.DataFrame(),
     )
     peaks = {"F32": 2.4e9, "Q8_0": 0.75e9, "Q4_K_M": 0.51e9, "Q2_K": 0.42e9}
+    speeds = {"F32": 9.0, "Q8_0": 20.0, "Q4_K_M": 25.0, "Q2_K": 27.0}
     bench = pd.DataFrame(
         [
             {"engine": e, "model_type": t, "test": "tg32", "n_prompt": 0, "n_gen": 32, "n_depth": 0,
-             "peak_rss_bytes": peak if e == "llama.cpp" else 2.41e9}
+             "avg_ts": speeds[t], "peak_rss_bytes": peak if e == "llama.cpp" else 2.41e9}
             for e in ("numpy", "llama.cpp") for t, peak in peaks.items()
         ]
+        # a slower decode at a depth is not the file's speed
+        + [{"engine": "llama.cpp", "model_type": "Q8_0", "test": "tg32 @ d512", "n_prompt": 0, "n_gen": 32,
+            "n_depth": 512, "avg_ts": 5.0, "peak_rss_bytes": 0.75e9}]
+        # the low-memory mode streams the file: every type fits a small budget, slowly
+        + [{"engine": "numpy-low-memory", "model_type": t, "test": "tg4", "n_prompt": 0, "n_gen": 4, "n_depth": 0,
+            "avg_ts": ts, "peak_rss_bytes": 0.3e9} for t, ts in (("F32", 0.31), ("Q4_K_M", 0.2))]
     )  # fmt: skip
     shape = section(bench)
     answers = {q: a for q, a, _ in memory_answers([trained, shape], machine_gb=24)}
     llama = answers["best file that fits in memory, llama.cpp"]
-    assert llama.startswith("1 GB: Q8_0 (0.75 GB, KLD 0.00012); 2 GB: Q8_0")
-    assert "4 GB: F32 (2.40 GB, KLD 0)" in llama and "this machine's 24 GB: F32" in llama
+    assert llama.startswith("1 GB: Q8_0 (0.75 GB, KLD 0.00012, 20 t/s decode); 2 GB: Q8_0")
+    assert "4 GB: F32 (2.40 GB, KLD 0, 9 t/s decode)" in llama and "this machine's 24 GB: F32" in llama
     assert "KLD from small's file of the same type" in llama
     # the NumPy engine holds every type in float32: nothing fits 1 or 2 GB, and F32 is its best above
     numpy = answers["best file that fits in memory, numpy"]
     assert numpy.startswith("1 GB: none (the smallest, F32, peaks at 2.41 GB); 2 GB: none")
-    assert "4 GB: F32 (2.41 GB, KLD 0)" in numpy
+    # ... where its low-memory mode runs F32 in 1 GB, at its own speed
+    low = answers["best file that fits in memory, numpy-low-memory"]
+    assert low.startswith("1 GB: F32 (0.30 GB, KLD 0, 0.31 t/s decode)")
+    assert "4 GB: F32 (2.41 GB, KLD 0, 9 t/s decode)" in numpy

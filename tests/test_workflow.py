@@ -77,10 +77,12 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_ru
     # the trained model skips the bench (models.qwen3-shakespeare.stages); the stand-in does only that
     assert not (tmp_path / "results" / "bench" / "qwen3-shakespeare.csv").exists()
     bench = pd.read_csv(tmp_path / "results" / "bench" / "qwen3-tiny.csv")
-    engines = ["numpy", "llama.cpp", "transformers-f32", "transformers-bf16"]
-    assert sorted(set(bench["engine"])) == sorted(engines) and set(bench["test"]) == {"pp16", "tg8"}
+    engines = ["numpy", "llama.cpp", "transformers-f32", "transformers-bf16", "numpy-low-memory"]
+    assert sorted(set(bench["engine"])) == sorted(engines) and set(bench["test"]) == {"pp16", "tg8", "tg4"}
     assert set(bench["model_type"]) == {"F32", "Q8_0", "Q4_K_M", "Q2_K", "float32", "bfloat16"}
-    assert len(bench) == (4 * 2 + 2) * 2 and bench["avg_ts"].gt(0).all() and bench["stddev_ts"].ge(0).all()
+    low_memory = bench[bench["engine"] == "numpy-low-memory"]  # its own short tests, on the types it names
+    assert set(low_memory["model_type"]) == {"F32", "Q4_K_M"} and set(low_memory["test"]) == {"pp16", "tg4"}
+    assert len(bench) == (4 * 2 + 2) * 2 + 2 * 2 and bench["avg_ts"].gt(0).all() and bench["stddev_ts"].ge(0).all()
     assert bench.loc[bench["n_gen"] > 0, "ceiling_share"].between(0, 2).all()
     stand_in = sorted(p.name for p in (tmp_path / "results" / "gguf" / "qwen3-tiny").glob("*.gguf"))
     assert stand_in == [

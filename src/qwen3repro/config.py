@@ -46,6 +46,7 @@ def validate_config(config: dict) -> dict:
     for name, spec in config["models"].items():
         if spec.get("stages"):
             _check_model_stages(config, name, validator)
+    _check_task_sets(config)
     corpus, calibration = config["perplexity"]["corpus"], config["convert"]["imatrix"]["calibration"]
     # Shakespeare calibrates on the training works and scores on the held-out ones; a local file must differ
     if calibration["source"] == corpus["source"] == "local" and calibration["path"] == corpus["path"]:
@@ -66,11 +67,16 @@ def _check_sections(sections: dict, where: str) -> None:
     for stage, verb in (("bench", "measure"), ("sweep", "sweep")):
         if sections[stage] is None:
             continue
-        missing = [t for t in sections[stage]["types"] if t not in _variants(sections["convert"])]
-        if missing:
-            raise UserError(
-                f"config: {where}{stage}.types: {', '.join(missing)} not in {where}convert.types, so no file to {verb}"
-            )
+        keys = [("types", sections[stage]["types"])]
+        if stage == "bench":
+            keys.append(("low_memory.types", sections[stage]["low_memory"]["types"]))
+        for key, types in keys:
+            missing = [t for t in types if t not in _variants(sections["convert"])]
+            if missing:
+                raise UserError(
+                    f"config: {where}{stage}.{key}: {', '.join(missing)} not in {where}convert.types, "
+                    f"so no file to {verb}"
+                )
     if sections["sweep"] is not None:
         from qwen3repro.sweep.grid import check_settings
 
@@ -123,6 +129,23 @@ def _check_model_stages(config: dict, model: str, validator) -> None:
     if error is not None:
         raise UserError(f"config: {where}{_where(error)}: {error.message}")
     _check_sections(settings, where)
+
+
+def _check_task_sets(config: dict) -> None:
+    """A task set's file is built once and named by the set (results/tasks/sets/<name>), so two models
+    may share a name only where they mean the same set."""
+    first: dict[str, tuple[str, dict]] = {}
+    for model in config["models"]:
+        tasks = model_settings(config, model)["tasks"]
+        for name, spec in (tasks or {"sets": {}})["sets"].items():
+            if spec is False:
+                continue
+            seen = first.setdefault(name, (model, spec))
+            if seen[1] != spec:
+                raise UserError(
+                    f"config: task set {name} differs between models {seen[0]} and {model}; "
+                    "its file is shared by name: give one of them another name"
+                )
 
 
 def _variants(convert: dict) -> list[str]:

@@ -82,7 +82,7 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
     "perplexity": (_perplexity_mb, _perplexity_minutes),
     "bench_gguf": (
         lambda j: resources.gguf_mb(j.input.gguf) + resources.PROBE_MB,
-        lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads),
+        lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads, j.wildcards.type),
     ),
     "bench_hf": (
         lambda j: resources.bench_hf_mb(j.input.model_dir, j.wildcards.engine) + resources.PROBE_MB,

@@ -89,7 +89,9 @@ def samples_files():
 def bench_parts(wildcards):
     bench = settings(wildcards, "bench")
     gguf_engines = [e for e in bench["engines"] if e in GGUF_ENGINES]
-    parts = [f"results/bench/{wildcards.model}/{t}.json" for t in bench["types"]] if gguf_engines else []
+    types = bench["types"] if gguf_engines else []
+    types += [t for t in bench["low_memory"]["types"] if t not in types]
+    parts = [f"results/bench/{wildcards.model}/{t}.json" for t in types]
     parts += [f"results/bench/{wildcards.model}/{e}.json" for e in bench["engines"] if e.startswith("transformers")]
     return parts
 

@@ -245,9 +245,10 @@ def as_records(rows: list[Row]) -> list[dict]:
     return records
 
 
-def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: int) -> list[dict]:
-    """The GGUF engines of `engines` on one file; llama.cpp's rows are left
-    out, with a log line, when the peers extra is not installed."""
+def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: int, file_type: str = "") -> list[dict]:
+    """The GGUF engines of `engines` on one file, then numpy-low-memory with its own short tests
+    where bench.low_memory names `file_type`; llama.cpp's rows are left out, with a log line, when
+    the peers extra is not installed."""
     import logging
 
     chosen = [e for e in engines if e in GGUF_ENGINES]
@@ -256,18 +257,17 @@ def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: in
             "llama.cpp rows left out: llama-cpp-python (the peers extra) is not installed"
         )
         chosen.remove("llama.cpp")
-    if not chosen:
-        return []
-    context = context_length(gguf)
-    rows = bench(
-        {e: gguf for e in chosen},
-        settings["n_prompt"],
-        settings["n_gen"],
-        settings["repetitions"],
-        threads,
-        context,
-        n_depth=settings.get("n_depth", [0]),
-    )
+    runs = [({e: gguf for e in chosen}, settings)] if chosen else []
+    low_memory = settings.get("low_memory", {})
+    if "numpy-low-memory" not in chosen and file_type in low_memory.get("types", []):
+        own = {k: v for k, v in low_memory.items() if k != "types"}
+        runs.append(({"numpy-low-memory": gguf}, {**settings, **own, "n_depth": [0]}))
+    context = context_length(gguf) if runs else None
+    rows = []
+    for paths, s in runs:
+        rows += bench(
+            paths, s["n_prompt"], s["n_gen"], s["repetitions"], threads, context, n_depth=s.get("n_depth", [0])
+        )
     return as_records(rows)
 
 

@@ -63,6 +63,7 @@ def quality_answers(sections: list[ModelSection], max_kld: float, picks: dict | 
 # what each engine's roofline counts as read per token
 CEILING_OF = {
     "numpy": "its float32 weights, the same for every file type: it computes in float32",
+    "numpy-low-memory": "the file's own blocks, read and dequantized again for every token",
     "llama.cpp": "the file's own blocks",
 }
 
@@ -135,10 +136,19 @@ def _quality(sections: list[ModelSection]) -> tuple[dict, dict]:
     return klds, measured_on
 
 
+def _decode_speeds(e) -> dict:
+    """Per file type, an engine's decode speed (t/s) at the least depth it was measured at."""
+    tg = e[e["test"].str.startswith("tg")]
+    if "n_depth" in tg:
+        tg = tg[tg["n_depth"] == tg.groupby("model_type")["n_depth"].transform("min")]
+    return tg.groupby("model_type", sort=False)["avg_ts"].max().to_dict()
+
+
 def memory_answers(sections: list[ModelSection], machine_gb: float | None = None) -> list[list[str]]:
-    """For each memory budget (1, 2, 4, 8 GB and this machine's), per GGUF engine, the file of least
-    mean KLD whose peak RSS in the bench fits it; a type without a KLD of its own takes the first
-    measured one of the same type (the trained model's, for the stand-in), labelled so."""
+    """For each memory budget (1, 2, 4, 8 GB and this machine's), per GGUF engine (the low-memory
+    mode one of them), the file of least mean KLD whose peak RSS in the bench fits it, with its decode
+    speed; a type without a KLD of its own takes the first measured one of the same type (the trained
+    model's, for the stand-in), labelled so."""
     from qwen3repro.resources import machine_mb
 
     klds, measured_on = _quality(sections)
@@ -152,6 +162,7 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
             if engine not in KLD_OF:
                 continue
             peak = e.groupby("model_type", sort=False)["peak_rss_bytes"].max() / 1e9
+            speeds = _decode_speeds(e)
             depth = e["n_depth"] if "n_depth" in e else 0
             context = int((e["n_prompt"] + e["n_gen"] + depth).max())
             parts, sources = [], set()
@@ -166,7 +177,8 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
                 else:
                     kld, _, t = scored[0]
                     sources.add(measured_on[(engine, t)])
-                    parts.append(f"{label}: {t} ({peak[t]:.2f} GB, KLD {fmt(kld, 3, sig=True)})")
+                    speed = f", {fmt(speeds[t], 2, sig=True)} t/s decode" if t in speeds else ""
+                    parts.append(f"{label}: {t} ({peak[t]:.2f} GB, KLD {fmt(kld, 3, sig=True)}{speed})")
             borrowed = sorted(sources - {s.name})
             note = f"peak RSS over the bench's tests (up to {context} positions)"
             if borrowed:
