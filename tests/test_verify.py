@@ -8,7 +8,7 @@ import yaml
 
 from qwen3repro.config import load_config
 from qwen3repro.errors import UserError
-from qwen3repro.verify.verdict import load_reference, write_reference, write_verdict
+from qwen3repro.verify.verdict import load_reference, recipe, write_reference, write_verdict
 
 
 @pytest.fixture()
@@ -83,6 +83,23 @@ def test_the_committed_references_name_their_recipe(repo):
         assert reference.get("exact") or reference.get("figures") or reference["recipe"]["source"] == "hub", path
         assert all(len(sha) == 64 for sha in (reference.get("exact") or {}).values())
         assert all(f["tolerance"] > 0 for f in (reference.get("figures") or {}).values())
+
+
+@pytest.mark.parametrize(
+    "config, model",
+    [
+        ("config.yaml", "qwen3-shakespeare"),
+        ("config.yaml", "qwen3-0.6b-shape"),
+        ("qwen3-tiny.yaml", "qwen3-tiny"),
+        ("qwen3-0.6b.yaml", "qwen3-0.6b"),
+        ("qwen3-0.6b-quick.yaml", "qwen3-0.6b"),
+    ],
+)
+def test_each_config_is_comparable_with_its_models_committed_reference(repo, config, model):
+    """The schema fills in seed and dtype for every model: a Hub model's recipe is its repository and
+    commit alone, or its verdict would be "not comparable" on every run."""
+    spec = load_config(repo / "config" / config)["models"][model]
+    assert recipe(spec) == load_reference(repo / "config" / "reference" / f"{model}.yaml")["recipe"]
 
 
 def test_figures_are_held_to_their_tolerance_and_named_when_outside(tmp_path):

@@ -40,10 +40,21 @@ def load_reference(path: Path | str) -> dict | None:
     return reference
 
 
+# the keys of a model's config entry that its source reads; the schema fills in seed and dtype for
+# every model, and a Hub or local model's bytes depend on neither
+RECIPE_KEYS = {
+    "hub": ("source", "repo_id", "revision"),
+    "local": ("source", "path"),
+    "synthetic": ("source", "preset", "architecture", "seed", "dtype"),
+    "trained": ("source", "preset", "architecture", "training", "seed", "dtype"),
+}
+
+
 def recipe(spec: dict) -> dict:
-    """The parts of a model's config entry that decide its bytes: not its description, nor the stages
-    it goes through, nor training's thread count (pinned arithmetic gives the same bits at any)."""
-    kept = {k: v for k, v in spec.items() if k not in ("description", "stages")}
+    """The parts of a model's config entry that decide its bytes: those its source reads; not its
+    description, nor the stages it goes through, nor training's thread count (pinned arithmetic gives
+    the same bits at any)."""
+    kept = {k: v for k, v in spec.items() if k in RECIPE_KEYS.get(spec.get("source"), spec)}
     if isinstance(kept.get("training"), dict):
         kept["training"] = {k: v for k, v in kept["training"].items() if k != "threads"}
     return kept
