@@ -54,7 +54,8 @@ def recipe(spec: dict) -> dict:
     """The parts of a model's config entry that decide its bytes: those its source reads; not its
     description, nor the stages it goes through, nor training's thread count (pinned arithmetic gives
     the same bits at any)."""
-    kept = {k: v for k, v in spec.items() if k in RECIPE_KEYS.get(spec.get("source"), spec)}
+    keys = RECIPE_KEYS.get(spec.get("source")) or [k for k in spec if k not in ("description", "stages")]
+    kept = {k: v for k, v in spec.items() if k in keys}
     if isinstance(kept.get("training"), dict):
         kept["training"] = {k: v for k, v in kept["training"].items() if k != "threads"}
     return kept
