@@ -16,7 +16,6 @@ file checks (the download against the Hub's record) are the point.
 """
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -27,15 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from hub_server import HubServer, Repo, serve_directory  # noqa: E402
+from hub_server import HubServer, Repo, parquet_of, serve_directory  # noqa: E402
 
 ARC_ROWS = 200  # ARC-Easy's test split has 2,376; the quick config takes the first 50
-
-
-def parquet_of(frame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 def wikitext_rows(text: str):

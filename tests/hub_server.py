@@ -18,6 +18,7 @@ on HEAD, exactly as with the real CDN. Files are plain HTTP, never Xet.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import threading
@@ -245,6 +246,13 @@ def _handler(hub: HubServer):
                     hub.down = True
 
     return Handler
+
+
+def parquet_of(frame) -> bytes:
+    """A pandas DataFrame as a dataset repository's parquet file."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def serve_directory(directory: Path, repo_id: str) -> Repo:

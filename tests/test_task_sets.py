@@ -2,13 +2,12 @@
 files as config/layers/tasks-hub.yaml pins them, served with fixture rows of each dataset's schema by
 the local Hub (tests/hub_server.py), built into llama-perplexity's formats and scored."""
 
-import io
 import json
 
 import pandas as pd
 import pytest
 from helpers import REPO, assert_one_line_error, run_cli
-from hub_server import HubServer, Repo
+from hub_server import HubServer, Repo, parquet_of
 
 from qwen3repro.accuracy.task_formats import read_tasks
 from qwen3repro.config import load_config
@@ -58,12 +57,6 @@ MMLU = pd.DataFrame(
 )
 ROWS = {"hellaswag": HELLASWAG, "winogrande": WINOGRANDE, "arc": ARC, "mmlu": MMLU}
 CONFIG = REPO / "config" / "qwen3-0.6b.yaml"
-
-
-def parquet_of(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

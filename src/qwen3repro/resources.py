@@ -343,16 +343,17 @@ def bench_seconds(n_weights: int, settings: dict, threads: int) -> float:
 def bench_gguf_minutes(gguf: Path | str, settings: dict, threads: int, file_type: str = "") -> int:
     """numpy and llama.cpp on the file, one after the other; then numpy-low-memory's own tests, where
     every pass (a prompt, or a single decoded token) reads and dequantizes the whole file again."""
+    from qwen3repro.bench.measure import low_memory_tests
     from qwen3repro.bench.runtimes import GGUF_ENGINES
 
     n = n_weights_of_gguf(gguf)
     engines = [e for e in settings["engines"] if e in GGUF_ENGINES]
     seconds = len(engines) * bench_seconds(n, settings, threads)
-    low_memory = settings["low_memory"]
-    if "numpy-low-memory" not in engines and file_type in low_memory["types"]:
-        passes = len([p for p in low_memory["n_prompt"] if p]) + sum(low_memory["n_gen"])
-        prefill = prefill_seconds(n, sum(low_memory["n_prompt"]), threads)
-        seconds += (low_memory["repetitions"] + 1) * (passes * load_seconds(n) + prefill)
+    own = low_memory_tests(settings, engines, file_type)
+    if own is not None:
+        passes = len([p for p in own["n_prompt"] if p]) + sum(own["n_gen"])
+        prefill = prefill_seconds(n, sum(own["n_prompt"]), threads)
+        seconds += (own["repetitions"] + 1) * (passes * load_seconds(n) + prefill)
     return minutes(seconds)
 
 

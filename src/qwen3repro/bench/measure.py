@@ -245,6 +245,16 @@ def as_records(rows: list[Row]) -> list[dict]:
     return records
 
 
+def low_memory_tests(settings: dict, engines: list[str], file_type: str) -> dict | None:
+    """The settings numpy-low-memory's own short tests run with on `file_type` (bench.low_memory's, at
+    an empty context), or None where bench.low_memory does not name the type or `engines` already
+    runs the engine with the main tests."""
+    low_memory = settings.get("low_memory", {})
+    if "numpy-low-memory" in engines or file_type not in low_memory.get("types", []):
+        return None
+    return {**settings, **{k: v for k, v in low_memory.items() if k != "types"}, "n_depth": [0]}
+
+
 def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: int, file_type: str = "") -> list[dict]:
     """The GGUF engines of `engines` on one file, then numpy-low-memory with its own short tests
     where bench.low_memory names `file_type`; llama.cpp's rows are left out, with a log line, when
@@ -258,10 +268,9 @@ def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: in
         )
         chosen.remove("llama.cpp")
     runs = [({e: gguf for e in chosen}, settings)] if chosen else []
-    low_memory = settings.get("low_memory", {})
-    if "numpy-low-memory" not in chosen and file_type in low_memory.get("types", []):
-        own = {k: v for k, v in low_memory.items() if k != "types"}
-        runs.append(({"numpy-low-memory": gguf}, {**settings, **own, "n_depth": [0]}))
+    own = low_memory_tests(settings, chosen, file_type)
+    if own is not None:
+        runs.append(({"numpy-low-memory": gguf}, own))
     context = context_length(gguf) if runs else None
     rows = []
     for paths, s in runs:
