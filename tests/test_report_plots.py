@@ -140,13 +140,18 @@ def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_e
     shape = section(bench)
     answers = {q: a for q, a, _ in memory_answers([trained, shape], machine_gb=24)}
     llama = answers["best file that fits in memory, llama.cpp"]
-    assert llama.startswith("1 GB: Q8_0 (0.75 GB, KLD 0.00012, 20 t/s decode); 2 GB: Q8_0")
-    assert "4 GB: F32 (2.40 GB, KLD 0, 9 t/s decode)" in llama and "this machine's 24 GB: F32" in llama
+    # neighbouring budgets with the same pick say it once
+    assert llama.startswith("1–2 GB: Q8_0 (0.75 GB, KLD 0.00012, 20 t/s decode); 4 GB to this machine's 24 GB: F32")
+    assert "F32 (2.40 GB, KLD 0, 9 t/s decode)" in llama and llama.count("Q8_0") == 1
     assert "KLD from small's file of the same type" in llama
     # the NumPy engine holds every type in float32: nothing fits 1 or 2 GB, and F32 is its best above
     numpy = answers["best file that fits in memory, numpy"]
-    assert numpy.startswith("1 GB: none (the smallest, F32, peaks at 2.41 GB); 2 GB: none")
-    # ... where its low-memory mode runs F32 in 1 GB, at its own speed
+    assert numpy.startswith("1–2 GB: none (the smallest, F32, peaks at 2.41 GB); 4 GB to this machine's 24 GB: F32")
+    assert "F32 (2.41 GB, KLD 0, 9 t/s decode)" in numpy
+    # ... where its low-memory mode runs F32 in every budget, at its own speed
     low = answers["best file that fits in memory, numpy-low-memory"]
-    assert low.startswith("1 GB: F32 (0.30 GB, KLD 0, 0.31 t/s decode)")
-    assert "4 GB: F32 (2.41 GB, KLD 0, 9 t/s decode)" in numpy
+    assert low.startswith("1 GB to this machine's 24 GB: F32 (0.30 GB, KLD 0, 0.31 t/s decode) (")
+    # a machine smaller than a budget sits between the budgets
+    answers = {q: a for q, a, _ in memory_answers([trained, shape], machine_gb=3)}
+    llama = answers["best file that fits in memory, llama.cpp"]
+    assert llama.startswith("1–2 GB: Q8_0 (0.75 GB, KLD 0.00012, 20 t/s decode); this machine's 3 GB to 8 GB: F32")

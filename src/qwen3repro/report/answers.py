@@ -153,7 +153,7 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
 
     klds, measured_on = _quality(sections)
     machine_gb = machine_gb if machine_gb is not None else machine_mb() * 2**20 / 1e9
-    budgets = [(f"{gb} GB", gb) for gb in BUDGETS_GB] + [(f"this machine's {machine_gb:.0f} GB", machine_gb)]
+    budgets = sorted([(gb, f"{gb} GB") for gb in BUDGETS_GB] + [(machine_gb, f"this machine's {machine_gb:.0f} GB")])
     rows = []
     for s in sections:
         if s.bench.empty or "peak_rss_bytes" not in s.bench:
@@ -165,26 +165,49 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
             speeds = _decode_speeds(e)
             depth = e["n_depth"] if "n_depth" in e else 0
             context = int((e["n_prompt"] + e["n_gen"] + depth).max())
-            parts, sources = [], set()
-            for label, gb in budgets:
+            picks, sources = [], set()
+            for gb, label in budgets:
                 fits = [t for t in peak.index if peak[t] <= gb]
                 scored = sorted((klds[(engine, t)], peak[t], t) for t in fits if (engine, t) in klds)
                 if not fits:
                     t = peak.idxmin()
-                    parts.append(f"{label}: none (the smallest, {t}, peaks at {peak[t]:.2f} GB)")
+                    pick = f"none (the smallest, {t}, peaks at {peak[t]:.2f} GB)"
                 elif not scored:
-                    parts.append(f"{label}: " + ", ".join(fits) + " fit (no quality figures for them)")
+                    pick = ", ".join(fits) + " fit (no quality figures for them)"
                 else:
                     kld, _, t = scored[0]
                     sources.add(measured_on[(engine, t)])
                     speed = f", {fmt(speeds[t], 2, sig=True)} t/s decode" if t in speeds else ""
-                    parts.append(f"{label}: {t} ({peak[t]:.2f} GB, KLD {fmt(kld, 3, sig=True)}{speed})")
+                    pick = f"{t} ({peak[t]:.2f} GB, KLD {fmt(kld, 3, sig=True)}{speed})"
+                picks.append((gb, label, pick))
             borrowed = sorted(sources - {s.name})
-            note = f"peak RSS over the bench's tests (up to {context} positions)"
+            note = f"peak RSS over the bench's tests, up to {context} positions"
             if borrowed:
                 note += f"; KLD from {', '.join(borrowed)}'s file of the same type, on its own text"
-            rows.append([f"best file that fits in memory, {engine}", "; ".join(parts) + f" ({note})", s.name])
+            answer = "; ".join(f"{_budget_span(span)}: {pick}" for span, pick in _runs(picks))
+            rows.append([f"best file that fits in memory, {engine}", f"{answer} ({note})", s.name])
     return rows
+
+
+def _runs(picks: list[tuple[float, str, str]]) -> list[tuple[list[tuple[float, str]], str]]:
+    """Neighbouring budgets with the same pick, merged: the answer says each pick once."""
+    runs: list[tuple[list[tuple[float, str]], str]] = []
+    for gb, label, pick in picks:
+        if runs and runs[-1][1] == pick:
+            runs[-1][0].append((gb, label))
+        else:
+            runs.append(([(gb, label)], pick))
+    return runs
+
+
+def _budget_span(span: list[tuple[float, str]]) -> str:
+    """'2 GB', '1–2 GB', or '4 GB to this machine's 24 GB'."""
+    (low, first), (high, last) = span[0], span[-1]
+    if len(span) == 1:
+        return first
+    if first == f"{low} GB" and last == f"{high} GB":
+        return f"{low}–{high} GB"
+    return f"{first} to {last}"
 
 
 def sampling_answers(sections: list[ModelSection]) -> list[list[str]]:
