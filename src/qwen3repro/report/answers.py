@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import groupby
 
 from qwen3repro.report.inputs import ModelSection
 from qwen3repro.report.tables import NOISY, fmt, has, has_runtime_kld, speed_cell
@@ -184,20 +185,11 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
             note = f"peak RSS over the bench's tests, up to {context} positions"
             if borrowed:
                 note += f"; KLD from {', '.join(borrowed)}'s file of the same type, on its own text"
-            answer = "; ".join(f"{_budget_span(span)}: {pick}" for span, pick in _runs(picks))
+            # neighbouring budgets with the same pick say it once
+            runs = groupby(picks, key=lambda p: p[2])
+            answer = "; ".join(f"{_budget_span([p[:2] for p in run])}: {pick}" for pick, run in runs)
             rows.append([f"best file that fits in memory, {engine}", f"{answer} ({note})", s.name])
     return rows
-
-
-def _runs(picks: list[tuple[float, str, str]]) -> list[tuple[list[tuple[float, str]], str]]:
-    """Neighbouring budgets with the same pick, merged: the answer says each pick once."""
-    runs: list[tuple[list[tuple[float, str]], str]] = []
-    for gb, label, pick in picks:
-        if runs and runs[-1][1] == pick:
-            runs[-1][0].append((gb, label))
-        else:
-            runs.append(([(gb, label)], pick))
-    return runs
 
 
 def _budget_span(span: list[tuple[float, str]]) -> str:
