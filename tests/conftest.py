@@ -81,7 +81,7 @@ def tiny_f32(tiny_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
-    """The default config run once, offline, as `make run` runs it (but for a 4-step training
+    """The default config run once, offline, as `make run` runs it (but for a 40-step training
     budget and short benchmarks, perplexity runs and sweeps), then run again."""
     workdir = tmp_path_factory.mktemp("pipeline")
     config = quick_training_config(workdir / "config.yaml")

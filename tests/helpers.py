@@ -41,7 +41,9 @@ def quick_training_config(path: Path) -> Path:
     config["models"]["qwen3-tiny"] = {**stand_in, "preset": "qwen3-tiny", "dtype": "float32"}
     for spec in config["models"].values():
         if spec["source"] == "trained":
-            spec["training"].update(steps=4, batch_size=2, seq_len=32, warmup_steps=1, eval_every=2, eval_windows=4)
+            # 40 steps (half a minute): enough structure in the logits for the quantization ladder to
+            # stand out of llama-perplexity's 16-bit storage of them
+            spec["training"].update(steps=40, warmup_steps=8, eval_every=20, eval_windows=4)
     config["bench"] = {**config.get("bench", {}), "n_prompt": [16], "n_gen": [8], "repetitions": 2}
     config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2}
     config["sweep"] = {**config.get("sweep", {}), "seeds": [0], "max_new_tokens": 8}

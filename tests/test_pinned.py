@@ -15,7 +15,7 @@ from qwen3repro import numerics
 
 # The default recipe's model, data, optimizer and loss, cut to 24 steps (warm-up 8) and 8 eval windows
 SHORT = {"steps": 24, "warmup_steps": 8, "eval_every": 100, "eval_windows": 8}
-SHORT_SHA256 = "f1aaa314c5263268c161eaf2f290ad2869dbcdf26d70076e717bd6fff98ce1ca"  # Xeon (AMX), 2026-12-06
+SHORT_SHA256 = "117a9f563fa511a38741591208d2f41ca94589f3684e9bf8903c01a67fb3d86c"  # AMD EPYC, 2026-12-07
 
 
 def default_training(repo: Path) -> dict:
@@ -75,6 +75,16 @@ def test_one_thread_and_the_environments_own_kernel_choices_give_the_same_bits(
     sha, in_force = short_training(tmp_path, {**default_training(repo), "threads": 1})
     assert in_force["torch_threads"] == 1 and in_force["mkl_cbwr"] == numerics.PINNED["MKL_CBWR"]
     assert sha == committed_run[0]
+
+
+def test_three_threads_give_the_same_bits(committed_run, repo, tmp_path):
+    """A thread count that is no power of two: MKL's sgemm (its STRICT branch included) and ATen's
+    whole-tensor sums cut their work by thread count, so training keeps its products and its
+    reductions out of both (train.matmul_in_parts, clip_gradients, output_cross_entropy)."""
+    sha, in_force = short_training(tmp_path, {**default_training(repo), "threads": 3})
+    if not in_force["pinned"]:
+        pytest.skip(f"bits cannot be promised on this machine: {in_force['why_not']}")
+    assert in_force["torch_threads"] == 3 and sha == committed_run[0]
 
 
 def test_a_changed_learning_rate_misses_the_committed_bits_in_one_line(committed_run, repo, tmp_path):

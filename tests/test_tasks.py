@@ -123,9 +123,7 @@ def test_wilson_interval_is_llama_perplexity_s():
         ("hellaswag", "a context\n0\nx\ny\nz\n", "5 lines, not a multiple of 6"),
         ("hellaswag", "a context\n4\nw\nx\ny\nz\n", "line 2: the right ending's index must be 0 to 3, got '4'"),
         ("hellaswag", "a context\n0\nsame\nsame\nsame\nsame\n", "line 3: a task needs at least two different endings"),
-        ("winogrande", "0,A _ here.,x,y,1\n1,no blank,x,y,2\n\n", "line 2: the sentence has no _"),
-        ("winogrande", "0,A _ here.,x,y,3\n\n", "line 1: the answer must be 1 or 2, got '3'"),
-        ("winogrande", "0,A _ here.,x\n\n", "line 1: not index,sentence,option1,option2,answer"),
+        ("winogrande", "i,sentence,a,b,answer\n1,no blank,x,y,2\n0,A _ here.,x,y,3\n\n", "it skips all 3 lines"),
         ("winogrande", "0,A _ here.,x,x,1\n\n", "line 1: a task needs at least two different endings"),
         ("multiple-choice", struct.pack("<II", 1, 8) + b"\x03\x00\x00", "ends inside task 1's question"),
         ("multiple-choice", struct.pack("<II", 1, 99), "task 1 starts at byte 99, past the file's end"),
@@ -136,6 +134,30 @@ def test_a_bad_task_file_is_a_one_line_error_naming_the_line(tmp_path, fmt, text
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(UserError, match=re.escape(message)):
         read_tasks(path, fmt)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("runtime", ["numpy", "llama.cpp"])
+def test_a_winogrande_csv_with_a_header_and_bad_lines_scores_as_the_binary_scores_it(
+    tiny_f32, task_files, runtime, tmp_path
+):
+    """A file pandas wrote (a header line) with a line of too few fields, one with no blank and one with
+    an answer of 3 among the tasks: the binary skips those four lines with a message each, and so do we."""
+    good = task_files["winogrande"].read_text().split("\n")[:104]  # the binary's final line needs 100
+    bad = ["index,sentence,option1,option2,answer", "0,too,few", "0,no blank here,a,b,1", "0,A _ here.,a,b,3"]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("\n".join([bad[0], *good[:40], bad[1], *good[40:80], bad[2], bad[3], *good[80:]]) + "\n\n")
+    theirs = llama_perplexity(tiny_f32, mixed, "winogrande")
+    final = re.findall(FINAL_LINE["winogrande"], theirs, re.M)
+    assert final and "Final Winogrande score(104 tasks)" in final[-1], theirs[-2000:]
+    ours = tmp_path / "ours.json"
+    args = ["tasks", "--model", str(tiny_f32), "--winogrande", str(mixed), "--threads", "2", "--json", str(ours)]
+    proc = run_cli(*args, *(["--llama-cpp"] if runtime == "llama.cpp" else []))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1] == final[-1]
+    assert proc.stdout.splitlines()[0].endswith("(4 lines skipped, as the binary skips them)")
+    assert json.loads(ours.read_text())["skipped_lines"] == [1, 42, 83, 84]
+    assert proc.stderr.count("skipped, as llama-perplexity --winogrande skips it") == 4
 
 
 def test_a_multiple_choice_task_without_exactly_one_right_answer_is_refused(tmp_path):

@@ -8,7 +8,14 @@ import torch
 
 from qwen3repro.errors import UserError
 from qwen3repro.model import shakespeare
-from qwen3repro.model.train import DEFAULTS, check_settings, learning_rate, output_cross_entropy, train
+from qwen3repro.model.train import (
+    DEFAULTS,
+    Vocabulary,
+    check_settings,
+    learning_rate,
+    output_cross_entropy,
+    train,
+)
 
 QUICK = dict(steps=3, batch_size=2, seq_len=16, warmup_steps=1, eval_every=2, eval_windows=3, threads=1)
 
@@ -20,9 +27,32 @@ def test_fused_output_loss_equals_cross_entropy_on_full_logits_with_its_gradient
     targets = torch.randint(0, 1000, (300,))
     reference = torch.nn.functional.cross_entropy(hidden @ weight.T, targets)
     reference.backward()
-    loss, grad_hidden, grad_weight = output_cross_entropy(hidden.detach(), weight.detach(), targets, chunk=64)
+    loss, grad_hidden, grad_weight = output_cross_entropy(hidden.detach(), weight.detach(), targets.numpy(), chunk=64)
     assert abs(loss - reference.item()) < 1e-12
     assert torch.allclose(grad_hidden, hidden.grad, atol=1e-14) and torch.allclose(grad_weight, weight.grad, atol=1e-14)
+
+
+def test_a_shared_row_gives_exactly_the_loss_and_gradients_of_the_full_vocabulary():
+    """Tokens the text never holds share one row: the loss over the compact rows with the shared row's
+    multiplicity is the full-vocabulary cross-entropy of the expanded matrix, and the shared row's
+    gradient is the sum of its copies' (targets among the unseen tokens included, as on held-out text)."""
+    torch.manual_seed(0)
+    size, seen = 1000, torch.randperm(1000)[:150].numpy()
+    vocab = Vocabulary(seen, size)
+    hidden = torch.randn(200, 16, dtype=torch.float64, requires_grad=True)
+    compact = (0.5 * torch.randn(vocab.n_rows, 16, dtype=torch.float64)).requires_grad_()
+    unseen = np.setdiff1d(np.arange(size), seen)[:2]
+    targets = torch.from_numpy(np.concatenate([vocab.seen[torch.randint(0, 150, (190,)).numpy()], np.tile(unseen, 5)]))
+    full = compact[torch.from_numpy(vocab.lookup)]  # every token's row
+    reference = torch.nn.functional.cross_entropy(hidden @ full.T, targets)
+    reference.backward()
+    loss, grad_hidden, grad_compact = output_cross_entropy(
+        hidden.detach(), compact.detach(), vocab.rows(targets.numpy()), vocab.log_multiplicity()
+    )
+    assert abs(loss - reference.item()) < 1e-12
+    assert torch.allclose(grad_hidden, hidden.grad, atol=1e-14)
+    assert torch.allclose(grad_compact, compact.grad, atol=1e-14)
+    assert np.array_equal(vocab.expand(compact.detach().numpy()), full.detach().numpy())
 
 
 def test_learning_rate_warms_up_then_decays_to_its_floor():

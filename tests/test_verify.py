@@ -164,3 +164,23 @@ def test_a_run_whose_bits_cannot_be_promised_is_held_to_the_fallback_figures_and
     (model_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="model/model.safetensors missing"):
         write_verdict("m", spec, model_dir, gguf_dir, reference, tmp_path / "v.json")
+
+
+def test_a_remade_reference_keeps_each_figures_bound_around_the_runs_own_value(run, tmp_path):
+    """`qwen3repro reference --force` after a retraining: the hashes and the figures' values are the new
+    run's, the bounds (from a measured spread) the old reference's, a perplexity's scaled with its value."""
+    spec, model_dir, gguf_dir, reference = run
+    old = load_reference(reference)
+    old["figures"] = {"ppl/F32": {"value": 400.0, "tolerance": 0.01}}
+    old["fallback"] = {"ppl/F32": {"value": 400.0, "tolerance": 140.0}}
+    reference.write_text(yaml.safe_dump(old))
+    ppl = tmp_path / "perplexity"
+    ppl.mkdir()
+    (ppl / "F32.json").write_text(json.dumps({"perplexity": {"ppl": 200.0}}))
+    new = write_reference("qwen3-tiny", spec, model_dir, gguf_dir, reference, force=True, perplexity_dir=ppl)
+    assert new["figures"] == {"ppl/F32": {"value": 200.0, "tolerance": 0.005}}
+    assert new["fallback"] == {"ppl/F32": {"value": 200.0, "tolerance": 70.0}}
+    assert load_reference(reference)["exact"] == old["exact"]
+    (ppl / "F32.json").unlink()
+    with pytest.raises(UserError, match="^the run has no ppl/F32 to make the reference's figure from$"):
+        write_reference("qwen3-tiny", spec, model_dir, gguf_dir, reference, force=True, perplexity_dir=ppl)

@@ -1,5 +1,6 @@
 """The Snakemake workflow: lint-clean, a DAG that dry-runs, and a real offline run of the default config."""
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -61,13 +62,13 @@ def test_bad_config_stops_snakemake_with_one_line(repo, tmp_path):
 
 
 def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_run):
-    """The default config as it is, but for a training budget of 4 steps."""
+    """The default config as it is, but for a training budget of 40 steps."""
     tmp_path, _, proc, again = pipeline_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = tmp_path / "results" / "models" / "qwen3-shakespeare"
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["source"] == "trained" and "model.safetensors" in manifest["files"]
-    assert manifest["steps_done"] == 4 and (model / "training_curve.csv").is_file()
+    assert manifest["steps_done"] == 40 and (model / "training_curve.csv").is_file()
     assert len(list((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))) == 12 + 3  # 3 -imat twins
     matrix = imatrix.read(tmp_path / "results" / "imatrix" / "qwen3-shakespeare.gguf")
     samples = json.loads((tmp_path / "results" / "samples" / "qwen3-shakespeare.json").read_text())
@@ -124,6 +125,43 @@ def test_default_pipeline_checks_every_file_type_and_measures_perplexity_and_kld
     assert (ppl["llama_cpp_ppl"] / ppl["ppl"]).loc[ppl["type"] == "F32"].sub(1).abs().lt(1e-3).all()
 
 
+LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+
+
+def test_every_tensor_of_every_file_takes_the_type_its_mix_asks_for_and_no_two_files_are_alike(pipeline_run):
+    """The trained model is Qwen3-0.6B in miniature: every matrix's rows are whole blocks of every type,
+    so no tensor of any file takes llama.cpp's fallback type, and every file type is a file of its own."""
+    from gguf.constants import QK_K
+
+    from qwen3repro.convert.tensor_plan import TensorPlan, split_variant
+    from qwen3repro.gguf_file import GGUFFile
+
+    tmp_path = pipeline_run[0]
+    files = sorted((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))
+    config = json.loads((tmp_path / "results" / "models" / "qwen3-shakespeare" / "config.json").read_text())
+    n_gqa = config["num_attention_heads"] // config["num_key_value_heads"]
+    assert len(files) == 12 + 3 and n_gqa == 2
+    digests = set()
+    for path in files:
+        type_name, imatrix = split_variant(path.stem.removeprefix("qwen3-shakespeare-"))
+        with GGUFFile(path) as f:
+            plan = TensorPlan(type_name, config["num_hidden_layers"], n_gqa, config["tie_word_embeddings"], imatrix)
+            for name, info in f.tensors.items():  # in the file's order: llama.cpp's visiting order
+                assert info.shape[-1] % QK_K == 0 or len(info.shape) == 1, name
+                assert info.type == plan.choose(name, info.shape[:-1] + (QK_K,)), (path.name, name)
+            assert plan.requested == {}
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == len(files)
+
+
+def test_the_mean_kld_rises_down_the_quantization_ladder_in_both_runtimes(pipeline_run):
+    """Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K: fewer bits, a larger KL divergence from F32."""
+    ppl = pd.read_csv(pipeline_run[0] / "results" / "perplexity" / "qwen3-shakespeare.csv").set_index("type")
+    for column in ("kld_mean", "llama_cpp_kld_mean"):
+        ladder = ppl.loc[LADDER, column]
+        assert ladder.is_monotonic_increasing and ladder.is_unique, (column, ladder.to_dict())
+
+
 def test_default_pipeline_sweeps_and_reports(pipeline_run):
     tmp_path = pipeline_run[0]
     sweep = pd.read_parquet(tmp_path / "results" / "sweep" / "qwen3-shakespeare" / "F32.parquet")
@@ -132,9 +170,9 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
     page = (tmp_path / "results" / "report" / "index.html").read_text()
     assert "qwen3-shakespeare" in page and page.count("data:image/png;base64,") >= 6
     assert "| type |" in (tmp_path / "results" / "report" / "summary.md").read_text()
-    # with and without the importance matrix, and the files whose tensor types came out the same
+    # with and without the importance matrix; no file falls back or comes out as another's
     assert "With and without an importance matrix" in page and "Q4_K_M-imat" in page
-    assert "token_embd.weight Q6_K→Q8_0" in page and "⚠ Q3_K_S" in page
+    assert "→" not in page.split("With and without an importance matrix")[0] and "⚠ Q3_K_S" not in page
     # the run ends with a verdict, first on the page: the committed reference is of the 500-step recipe
     verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-shakespeare.json").read_text())
     assert verdict["verdict"] == "not comparable" and verdict["summary"].endswith("(training)")

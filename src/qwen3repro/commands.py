@@ -67,7 +67,13 @@ def cmd_reference(args: argparse.Namespace) -> None:
     results = Path(args.results)
     out = Path(args.out) if args.out else Path("config/reference") / f"{name}.yaml"
     reference = write_reference(
-        name, config["models"][name], results / "models" / name, results / "gguf" / name, out, force=args.force
+        name,
+        config["models"][name],
+        results / "models" / name,
+        results / "gguf" / name,
+        out,
+        force=args.force,
+        perplexity_dir=results / "perplexity" / name,
     )
     print(f"{out}: {len(reference['exact'])} files of {name}")
 
@@ -344,7 +350,8 @@ def cmd_tasks(args: argparse.Namespace) -> None:
     files = {fmt: getattr(args, fmt.replace("-", "_")) for fmt in TASK_FORMATS}
     fmt, task_file = next((fmt, path) for fmt, path in files.items() if path)
     r = score_file(args.model, task_file, fmt, args.base, runtime, args.ctx_size, args.threads)
-    print(f"{runtime}: {r['correct']}/{r['tasks']} right")
+    skipped = f" ({len(r['skipped_lines'])} lines skipped, as the binary skips them)" if r["skipped_lines"] else ""
+    print(f"{runtime}: {r['correct']}/{r['tasks']} right{skipped}")
     print(r["line"])  # the line llama-perplexity prints last for this format
     if args.base:
         flo, fhi = r["flip_interval"]

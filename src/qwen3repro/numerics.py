@@ -27,8 +27,9 @@ from qwen3repro.errors import UserError
 log = logging.getLogger(__name__)
 
 # MKL's COMPATIBLE branch is the one it documents as giving the same results on Intel and other
-# processors; STRICT adds the same results whatever the thread count, and MKL_DYNAMIC=FALSE keeps
-# MKL from choosing fewer threads than it is given.
+# processors; STRICT is documented to add the same results whatever the thread count (its sgemm
+# breaks that at 3 threads, so training's own products go to OpenBLAS: model/train.py), and
+# MKL_DYNAMIC=FALSE keeps MKL from choosing fewer threads than it is given.
 PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "COMPATIBLE,STRICT",
@@ -69,7 +70,8 @@ def pinned_environment(threads: int) -> tuple[dict[str, str], str | None]:
     on a CPU without AVX2 would crash, not reproduce."""
     env = {k: v for k, v in os.environ.items() if k not in (*PINNED, "NPY_DISABLE_CPU_FEATURES")}
     # OpenBLAS splits a product's blocks by thread count, and the bits follow the split: it gets one
-    # thread (MKL's STRICT branch and ATen give the same bits at any count, so torch takes `threads`)
+    # thread, and a job cuts its products into fixed blocks of its own (train.matmul_in_parts); torch
+    # takes `threads` for the element-wise and row-wise work whose bits no thread count changes
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"})
     why_not = unpinnable()
     if why_not:

@@ -5,10 +5,12 @@
 - Winogrande (`--winogrande`): CSV lines `index,sentence,option1,option2,answer`, the sentence with
   one `_` where an option goes (double-quoted when it holds a comma), the answer 1 or 2. The binary
   splits a line at its first four commas outside quotes and takes what follows the fourth as the
-  answer. A line it cannot parse it skips with a message; we stop with one naming the line. It
-  reads the text `-f` gives it, less one final newline, line by line and stops at the end of the
-  text, so the file's last line is never scored unless an empty line follows it: we read the same
-  tasks (and say so), and write files that end with an empty line.
+  answer. A line it cannot parse (a header, a sentence with no blank, an answer that is not 1 or 2)
+  it skips with a message: so do we, with a warning naming the line, and the count goes in the
+  result (`skipped_lines`); a file with no task left is an error. It reads the text `-f` gives it,
+  less one final newline, line by line and stops at the end of the text, so the file's last line
+  is never scored unless an empty line follows it: we read the same tasks (and say so), and write
+  files that end with an empty line.
 - Multiple choice (`--multiple-choice`, ARC, MMLU, TruthfulQA): binary, little-endian: the task
   count (uint32), each task's byte offset (uint32), then per task the question, then two answer
   sets (mc1: a single right answer; mc2: several, unused by the binary), each a count (uint32), the
@@ -22,6 +24,7 @@ Winogrande the sentence's part after the blank (`after`), which follows the chos
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,12 @@ log = logging.getLogger(__name__)
 FORMATS = ("hellaswag", "winogrande", "multiple-choice")
 HELLASWAG_ENDINGS = 4
 MAX_ANSWERS = 100  # the binary refuses a task with more
+
+
+class TaskList(list):
+    """The tasks of a file, and the line numbers of those the binary skips (Winogrande)."""
+
+    skipped_lines: list[int] = []
 
 
 @dataclass(frozen=True)
@@ -135,30 +144,45 @@ def _split_csv(line: str) -> list[int]:
     return commas
 
 
+def _leading_int(text: str) -> int | None:
+    """What C++'s `stream >> int` reads: optional blanks, a sign and digits, whatever follows them."""
+    match = re.match(r"\s*([+-]?\d+)", text)
+    return int(match[1]) if match else None
+
+
 def _read_winogrande(text: str, path: Path) -> list[Task]:
     text = text[:-1] if text.endswith("\n") else text  # as -f reads it
     lines = text.split("\n")
     unread = lines.pop()  # getline meets the end of the text on it, and the binary stops
     if unread:
         log.warning("%s: its last line is not scored, as llama-perplexity --winogrande reads the file", path)
-    if not lines:
-        raise UserError(f"{path}: no tasks (llama-perplexity reads none past the last newline but one)")
-    tasks = []
+    tasks, skipped = TaskList(), []
     for number, line in enumerate(lines, 1):
         commas = _split_csv(line)
-        if len(commas) != 4:
-            raise UserError(f"{path}: line {number}: not index,sentence,option1,option2,answer")
-        a, b, c, d = commas
+        a, b, c, d = commas if len(commas) == 4 else (0, 0, 0, 0)
         sentence = line[a + 2 : b - 1] if line[a + 1 : a + 2] == '"' else line[a + 1 : b]
-        answer = line[d + 1 :].strip()
-        if "_" not in sentence:
-            raise UserError(f"{path}: line {number}: the sentence has no _ where an option goes")
-        if answer not in ("1", "2"):
-            raise UserError(f"{path}: line {number}: the answer must be 1 or 2, got {answer!r}")
-        options = (line[b + 1 : c], line[c + 1 : d])
-        _two_endings(options, f"{path}: line {number}")
-        first, after = sentence.split("_", 1)
-        tasks.append(Task(first, int(answer) - 1, options, after))
+        answer = _leading_int(line[d + 1 :])
+        # the lines the binary skips, each with a message (a header, a line it cannot parse)
+        if len(commas) != 4:
+            why = "not index,sentence,option1,option2,answer"
+        elif "_" not in sentence:
+            why = "the sentence has no _ where an option goes"
+        elif answer not in (1, 2):
+            why = f"the answer must be 1 or 2, got {line[d + 1 :]!r}"
+        else:
+            options = (line[b + 1 : c], line[c + 1 : d])
+            _two_endings(options, f"{path}: line {number}")
+            first, after = sentence.split("_", 1)
+            tasks.append(Task(first, answer - 1, options, after))
+            continue
+        log.warning("%s: line %d skipped, as llama-perplexity --winogrande skips it: %s", path, number, why)
+        skipped.append(number)
+    if not tasks:
+        raise UserError(
+            f"{path}: no tasks (llama-perplexity reads none past the last newline but one"
+            + (f"; it skips all {len(skipped)} lines before it)" if skipped else ")")
+        )
+    tasks.skipped_lines = skipped
     return tasks
 
 

@@ -256,4 +256,5 @@ def score_file(
     tasks = read_tasks(task_file, fmt)
     tokenize = gguf_tokenize(gguf)
     base = load_logits(base_gguf, runtime, n_ctx, threads) if base_gguf else None
-    return score_tasks(tasks, fmt, tokenize, load_logits(gguf, runtime, n_ctx, threads), base)
+    result = score_tasks(tasks, fmt, tokenize, load_logits(gguf, runtime, n_ctx, threads), base)
+    return result | {"skipped_lines": list(getattr(tasks, "skipped_lines", []))}

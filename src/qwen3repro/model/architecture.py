@@ -63,18 +63,20 @@ PRESETS: dict[str, dict] = {
         head_dim=128,
         intermediate_size=768,
     ),
-    # The default model, pretrained on Shakespeare in the pipeline (source: trained). The
-    # 151,936-way output layer is most of the training cost, so the width is small; q_dim and
-    # intermediate_size stay multiples of 256, so o_proj and ffn_down take K-quant blocks (rows
-    # of hidden_size = 64 take llama.cpp's fallback types).
+    # The default model, pretrained on Shakespeare in the pipeline (source: trained): Qwen3-0.6B in
+    # miniature. Every matrix's rows are a multiple of 256 (hidden_size, q_dim = 4 x 128 and
+    # intermediate_size), so every K-quant, IQ and legacy block applies to every matrix with no
+    # fallback, as at 0.6B; head_dim 128 with q/k norms, grouped-query attention 2:1 (0.6B: 16:8),
+    # tied embeddings. Training pays for the 151,936-way output layer only over the tokens the text
+    # contains (train.Vocabulary).
     "qwen3-shakespeare": dict(
         QWEN3_0_6B,
-        hidden_size=64,
+        hidden_size=256,
         num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
         head_dim=128,
-        intermediate_size=256,
+        intermediate_size=768,
     ),
 }
 

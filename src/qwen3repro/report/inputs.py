@@ -148,8 +148,8 @@ def tokenizer_facts(gguf: Path) -> dict:
 
 
 def layer_bits(row: dict) -> float:
-    """Bits per weight of the layers' matrices alone (blk.*): the part a mix quantizes below 8 bits
-    when the embedding's rows are too narrow for its block size."""
+    """Bits per weight of the layers' matrices alone (blk.*): the figure comparable across model sizes,
+    where the embedding's share of the weights (and the output rule's type for it) differs."""
     names = [n for n in row["tensor_bytes"] if n.startswith("blk.")]
     return 8 * sum(row["tensor_bytes"][n] for n in names) / max(1, sum(row["tensor_sizes"][n] for n in names))
 

@@ -171,6 +171,8 @@ def model_card(section: ModelSection) -> list[list[str]]:
 
 
 UNQUANTIZED = ("F32", "F16", "BF16")
+# an embedding above this share of the weights (Qwen3-0.6B's is 26%) decides a file's bits per weight
+EMBEDDING_HEAVY = 0.5
 
 
 def embedding_rows(section: ModelSection) -> list[list[str]]:
@@ -194,6 +196,15 @@ def embedding_rows(section: ModelSection) -> list[list[str]]:
                 f"file, {min(layers):.2f}–{max(layers):.2f} for the layers' matrices alone",
             ]
         )
+        if share > EMBEDDING_HEAVY:
+            rows.append(
+                [
+                    "comparing with a larger model",
+                    "the embedding is most of a small model's weights (about a quarter of Qwen3-0.6B's), so a whole "
+                    "file's bits per weight lean to the embedding's type: the layers' bits/weight are the figure "
+                    "to hold beside the same type at true scale",
+                ]
+            )
     return rows
 
 

@@ -253,13 +253,21 @@ def write_verdict(
 
 
 def write_reference(
-    model: str, spec: dict, model_dir: Path | str, gguf_dir: Path | str, out: Path | str, force: bool = False
+    model: str,
+    spec: dict,
+    model_dir: Path | str,
+    gguf_dir: Path | str,
+    out: Path | str,
+    force: bool = False,
+    perplexity_dir: Path | str | None = None,
 ) -> dict:
     """A reference made from a run: the recipe and the sha256 of every file it produced. For a
     synthetic model (and a Hub model: its files are fixed by the pinned revision) these are the
     same bytes on every machine; for a trained model, on every machine that takes the pinned
-    arithmetic, whose library versions it names. Figures and fallback figures, which need a
-    measured spread, are kept from the reference it replaces."""
+    arithmetic, whose library versions it names. The figures and fallback figures of the reference
+    it replaces are kept by name and bound, each with this run's value: a bound comes from a
+    measured spread, which one run cannot give (a perplexity's bound scales with its value, as a
+    loss's spread moves PPL by a factor)."""
     out = Path(out)
     hashes = file_hashes(Path(model_dir), Path(gguf_dir), model)
     reference = {"model": model, "recipe": recipe(spec)}
@@ -268,13 +276,26 @@ def write_reference(
         reference["numerics"] = {k: numerics.get(k) for k in PINNED_VERSIONS}
     reference["exact"] = hashes
     kept = (load_reference(out) or {}) if force else {}
-    reference.update({k: kept[k] for k in ("figures", "fallback") if k in kept})
+    measured = run_figures(Path(model_dir), Path(perplexity_dir) if perplexity_dir else None)
+    for kind in ("figures", "fallback"):
+        if kept.get(kind):
+            reference[kind] = {name: rebased(name, bound, measured) for name, bound in kept[kind].items()}
     header = (
         f"# What a run of the model {model} must reproduce, file by file (sha256).\n"
         f"# Made by: qwen3repro reference --model {model} (from a run's results/).\n"
     )
     write_text_atomic(out, header + yaml.safe_dump(reference, sort_keys=False), force=force)
     return reference
+
+
+def rebased(name: str, bound: dict, measured: dict[str, float]) -> dict:
+    """A kept figure's bound around this run's value of it."""
+    if name not in measured:
+        raise UserError(f"the run has no {name} to make the reference's figure from")
+    value, tolerance = float(measured[name]), float(bound["tolerance"])
+    if name.startswith("ppl/"):
+        tolerance *= value / float(bound["value"])
+    return {"value": value, "tolerance": float(f"{tolerance:.3g}")}
 
 
 def perplexity_inputs(reference_path: Path | str, model: str) -> list[str]:
