@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType as T
 from qwen3repro.convert import imatrix as imatrix_file
 from qwen3repro.convert import quants, tensor_plan
 from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, gguf_tensor_names, read_config
-from qwen3repro.convert.metadata import Writer, add_metadata
+from qwen3repro.convert.metadata import add_metadata
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import check_writable_target, sha256_file, staged_file
 from qwen3repro.gguf_file import tensor_nbytes
@@ -147,7 +147,9 @@ def warn_about(plan: FilePlan, file: str) -> None:
         log.warning("%s", warning)
 
 
-def write_tensors(writer: Writer, plan: FilePlan, source: SafetensorsSource, threads: int | None) -> list[dict]:
+def write_tensors(
+    writer: gguf.GGUFWriter, plan: FilePlan, source: SafetensorsSource, threads: int | None
+) -> list[dict]:
     """Every tensor's info, then its data, into `writer` (its metadata already added); one manifest
     entry per tensor. Loading and encoding run a tensor ahead, in a thread, of the writing."""
     order = list(plan.shapes)
@@ -207,7 +209,7 @@ def convert(
     warn_about(plan, out.name)
     started = time.perf_counter()
     with staged_file(out, force) as tmp, staged_file(out.with_suffix(".json"), force) as tmp_manifest:
-        writer = Writer(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
         add_metadata(writer, model_dir, name or model_dir.name, arch, ftype)
         if plan.matrix is not None:
             add_imatrix_metadata(writer, imatrix_label or imatrix, plan.matrix)

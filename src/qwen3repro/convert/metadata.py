@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import gguf
-import numpy as np
 
 from qwen3repro.engine.tokenizer import PRETOKENIZER_REGEX
 from qwen3repro.errors import UserError
@@ -37,33 +35,6 @@ def vocab_for_gguf(model_dir: Path, tokenizer: dict, vocab_size: int) -> tuple[l
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
     return tokens, [int(t) for t in types]
-
-
-class Writer(gguf.GGUFWriter):
-    """gguf-py's writer, packing long string and integer arrays (the vocabulary, 450k values) in one
-    pass instead of value by value; the bytes are the same."""
-
-    def _pack_val(self, val, vtype, add_vtype, sub_type=None):
-        if vtype != gguf.GGUFValueType.ARRAY or not isinstance(val, list) or len(val) < 1024:
-            return super()._pack_val(val, vtype, add_vtype, sub_type)
-        ltype = sub_type if sub_type is not None else gguf.GGUFValueType.get_type(val[0])
-        first = type(val[0])
-        if first not in (str, int) or not all(type(v) is first for v in val):
-            return super()._pack_val(val, vtype, add_vtype, sub_type)
-        head = super()._pack_val(val[:1], vtype, add_vtype, sub_type)[: (4 if add_vtype else 0) + 12]
-        head = head[:-8] + struct.pack("<Q", len(val))
-        if ltype == gguf.GGUFValueType.STRING:
-            encoded = [v.encode("utf-8") for v in val]
-            lengths = np.array([len(b) for b in encoded], dtype="<u8")
-            body = bytearray()
-            for length, b in zip(lengths.view(np.uint8).reshape(-1, 8), encoded):
-                body += length.tobytes()
-                body += b
-            return head + bytes(body)
-        fmt = {gguf.GGUFValueType.INT32: "<i4", gguf.GGUFValueType.UINT32: "<u4"}.get(ltype)
-        if fmt is None or self.endianess != gguf.GGUFEndian.LITTLE:
-            return super()._pack_val(val, vtype, add_vtype, sub_type)
-        return head + np.asarray(val, dtype=fmt).tobytes()
 
 
 def add_metadata(writer: gguf.GGUFWriter, model_dir: Path, name: str, arch: dict, ftype) -> None:
