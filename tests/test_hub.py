@@ -210,3 +210,15 @@ def test_the_pipeline_on_a_hub_model_gives_the_same_outputs_as_on_the_local_file
         assert hub_files[name] == reference[name.replace("qwen3-tiny/", "", 1)]  # and the committed reference's
     pd.testing.assert_frame_equal(hub_check, local_check)
     pd.testing.assert_frame_equal(hub_ppl, local_ppl)
+
+
+def test_a_files_git_blob_id_is_what_git_hash_object_prints(tmp_path):
+    """The Hub records a file outside LFS by its git object id; ours is read in blocks, as git computes it."""
+    import subprocess
+
+    from qwen3repro.model.hub import _git_blob_sha1
+
+    path = tmp_path / "config.json"
+    path.write_bytes(bytes(range(256)) * 9000)  # several of the blocks it reads
+    git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
+    assert _git_blob_sha1(path) == git.stdout.strip()

@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def _git_blob_sha1(path: Path) -> str:
+    """git's object id of the file (what the Hub records for a file outside LFS), read in blocks."""
     h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    h.update(path.read_bytes())
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
     return h.hexdigest()
 
 
