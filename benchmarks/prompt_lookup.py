@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qwen3repro.engine.generate import Generator
 from qwen3repro.engine.sampler import PRESETS
-from qwen3repro.threads import limit_threads
+from qwen3repro.pipeline.threads import limit_threads
 
 CODE = '''def moving_average(values, window):
     """The mean of each run of `window` consecutive values."""

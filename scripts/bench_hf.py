@@ -5,7 +5,7 @@ from pathlib import Path
 
 from qwen3repro.bench.measure import bench_hf
 from qwen3repro.fsutil import write_text_atomic
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
 
 with rule_log(snakemake):
     records = bench_hf(

@@ -1,8 +1,8 @@
 """Rule check: one file type against transformers; fails the run when a threshold is broken."""
 
 from qwen3repro.accuracy.check import write_check
-from qwen3repro.rulelog import rule_log
-from qwen3repro.threads import limit_threads
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 
 with rule_log(snakemake):
     limit_threads(snakemake.threads)

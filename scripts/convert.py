@@ -2,7 +2,7 @@
 
 from qwen3repro.convert.converter import convert
 from qwen3repro.convert.tensor_plan import split_variant
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
 
 with rule_log(snakemake):
     file_type, with_imatrix = split_variant(snakemake.wildcards.type)

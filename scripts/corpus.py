@@ -1,7 +1,7 @@
 """Rules corpus and calibration: the text perplexity is measured on, or an importance matrix collected over."""
 
 from qwen3repro.accuracy.eval_text import write_corpus
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
 
 with rule_log(snakemake) as log:
     part = snakemake.params.get("part", "held_out")

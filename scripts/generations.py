@@ -1,8 +1,8 @@
 """Rule generations: the F32 file's own chat generations, which every file type is read along."""
 
 from qwen3repro.accuracy.generated import write_generations
-from qwen3repro.rulelog import rule_log
-from qwen3repro.threads import limit_threads
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 
 with rule_log(snakemake) as log:
     limit_threads(snakemake.threads)

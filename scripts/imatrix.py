@@ -1,7 +1,7 @@
 """Rule imatrix: the importance matrix of one model over the calibration text, in llama-imatrix's format."""
 
 from qwen3repro.convert.calibrate import write_imatrix
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
 
 with rule_log(snakemake):
     write_imatrix(

@@ -1,8 +1,8 @@
 """Rule perplexity: llama-perplexity's PPL of one file type and its KL-divergence against F32."""
 
 from qwen3repro.accuracy.perplexity import write_perplexity
-from qwen3repro.rulelog import rule_log
-from qwen3repro.threads import limit_threads
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 
 with rule_log(snakemake):
     limit_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Rule report: the comparison page, its Markdown summary and its figures."""
 
+from qwen3repro.pipeline.rulelog import rule_log
 from qwen3repro.report.page import write_report
-from qwen3repro.rulelog import rule_log
 
 with rule_log(snakemake) as log:
     names = write_report(

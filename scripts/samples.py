@@ -1,8 +1,8 @@
 """Rule samples: continuations of the configured prompts from the model (and its untrained twin)."""
 
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 from qwen3repro.sweep.samples import write_samples
-from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake):
     limit_threads(snakemake.threads)

@@ -1,8 +1,8 @@
 """Rule sweep: the sampling grid on one file type."""
 
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 from qwen3repro.sweep.runner import summary_table, write_sweep
-from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake) as log:
     limit_threads(snakemake.threads)

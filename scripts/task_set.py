@@ -1,7 +1,7 @@
 """Rule task_set: one task set's file in llama-perplexity's format for it."""
 
 from qwen3repro.accuracy.task_sets import write_set
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
 
 with rule_log(snakemake) as log:
     manifest = write_set(

@@ -1,8 +1,8 @@
 """Rule tasks: one file type's task accuracy, flips and loss along the F32 file's generations."""
 
 from qwen3repro.accuracy.task_run import write_tasks_result
-from qwen3repro.rulelog import rule_log
-from qwen3repro.threads import limit_threads
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 
 with rule_log(snakemake):
     limit_threads(snakemake.threads)

@@ -1,8 +1,8 @@
 """Rule traces: the showcase generations on one file type, every step recorded for the explorer."""
 
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
+from qwen3repro.pipeline.threads import limit_threads
 from qwen3repro.sweep.runner import write_traces
-from qwen3repro.threads import limit_threads
 
 with rule_log(snakemake) as log:
     limit_threads(snakemake.threads)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from qwen3repro.rulelog import rule_log
+from qwen3repro.pipeline.rulelog import rule_log
 from qwen3repro.verify.verdict import write_verdict
 
 with rule_log(snakemake) as log:

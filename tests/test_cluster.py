@@ -24,7 +24,7 @@ from helpers import BIN, REPO, SHORT_CHECK
 from slurm_cluster import SlurmCluster, why_not
 
 from qwen3repro.fsutil import sha256_file
-from qwen3repro.usage import by_rule, problems, usage_table
+from qwen3repro.pipeline.usage import by_rule, problems, usage_table
 
 pytestmark = pytest.mark.cluster
 
@@ -114,7 +114,7 @@ def test_slurm_runs_the_pipeline_and_reproduces_the_local_run(slurm_run):
 
 
 def test_every_non_local_job_went_through_sbatch_asking_what_its_rule_declared(slurm_run):
-    from qwen3repro.usage import declared_of
+    from qwen3repro.pipeline.usage import declared_of
 
     workdir, proc, cluster = slurm_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -292,9 +292,9 @@ def test_slurm_profile_plans_each_family_config(config, tmp_path):
 
 def test_no_rule_takes_its_threads_from_the_core_count_and_every_rule_declares_its_resources():
     """Each job rule declares its threads, and takes its memory and time limit from its own entry in
-    qwen3repro.jobs.RULES or, with none there, from the default profile's default-resources (which
+    qwen3repro.pipeline.jobs.RULES or, with none there, from the default profile's default-resources (which
     Snakemake reads beside any --profile)."""
-    from qwen3repro.jobs import RULES
+    from qwen3repro.pipeline.jobs import RULES
 
     defaults = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["default-resources"]
     assert set(defaults) >= {"mem_mb", "runtime"}

@@ -2,10 +2,10 @@
 
 import pytest
 
-from qwen3repro import resources
 from qwen3repro.config import validate_config
 from qwen3repro.model.architecture import FAMILY
-from qwen3repro.usage import problems, usage_table
+from qwen3repro.pipeline import resources
+from qwen3repro.pipeline.usage import problems, usage_table
 
 SHAPES = ["qwen3-0.6b-shape"] + [f"{name}-shape" for name in FAMILY]
 
@@ -100,8 +100,8 @@ def test_usage_takes_the_kernels_peak_from_the_log_where_the_sampled_one_missed_
 def test_a_rule_log_ends_with_the_jobs_peak_memory(tmp_path):
     from types import SimpleNamespace
 
-    from qwen3repro.rulelog import rule_log
-    from qwen3repro.usage import peak_of
+    from qwen3repro.pipeline.rulelog import rule_log
+    from qwen3repro.pipeline.usage import peak_of
 
     job = SimpleNamespace(
         log=[str(tmp_path / "job.log")], rule="convert", threads=1, resources={"mem_mb": 1000, "runtime": 5}

@@ -79,7 +79,7 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
 
 def cmd_usage(args: argparse.Namespace) -> None:
-    from qwen3repro.usage import MAX_RATIO, by_rule, problems, usage_table
+    from qwen3repro.pipeline.usage import MAX_RATIO, by_rule, problems, usage_table
 
     table = usage_table(args.results)
     summary = by_rule(table)
@@ -143,7 +143,7 @@ def _sampling(args: argparse.Namespace, thinking: bool):
 
 def _generator(args: argparse.Namespace):
     from qwen3repro.engine.generate import Generator
-    from qwen3repro.threads import limit_threads
+    from qwen3repro.pipeline.threads import limit_threads
 
     limit_threads(args.threads)
     return Generator.from_gguf(args.model, n_ctx=args.n_ctx)

@@ -58,10 +58,18 @@ def unpinnable() -> str | None:
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64"):
         return f"a {machine} CPU, not x86-64"
-    from numpy._core._multiarray_umath import __cpu_features__ as features
-
-    missing = [f for f in ("AVX2", "FMA3") if not features.get(f)]
+    have = set(numpy_simd()["baseline"]) | set(numpy_simd()["found"])
+    # NumPy 2.4 names the AVX2-and-FMA level X86_V3; older releases name the features themselves
+    missing = [] if "X86_V3" in have else [f for f in ("AVX2", "FMA3") if f not in have]
     return f"the CPU has no {' or '.join(missing)}" if missing else None
+
+
+def numpy_simd() -> dict[str, list[str]]:
+    """NumPy's SIMD levels, as its public show_config reports them: built in (`baseline`), and the
+    dispatched ones this CPU has (`found`) or lacks (`not found`)."""
+    import numpy as np
+
+    return np.show_config(mode="dicts")["SIMD Extensions"]
 
 
 def pinned_environment(threads: int) -> tuple[dict[str, str], str | None]:
@@ -76,15 +84,13 @@ def pinned_environment(threads: int) -> tuple[dict[str, str], str | None]:
     why_not = unpinnable()
     if why_not:
         return env, why_not
-    from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatched
-    from numpy._core._multiarray_umath import __cpu_features__ as features
 
     for name, value in PINNED.items():
         if os.environ.get(name, value) != value:
             log.warning("%s=%s in the environment is replaced by %s for this job", name, os.environ[name], value)
     env.update(PINNED)
     # NumPy's loops built for wider vectors than AVX2 (numpy 2.4 names them X86_V4 and AVX512_*)
-    above = [f for f in dispatched if features.get(f) and (f.startswith("AVX512") or f == "X86_V4")]
+    above = [f for f in numpy_simd()["found"] if f.startswith("AVX512") or f == "X86_V4"]
     if above:
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(above)
     return env, None

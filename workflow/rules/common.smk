@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from qwen3repro import jobs
+from qwen3repro.pipeline import jobs
 from qwen3repro.bench.runtimes import GGUF_ENGINES
 from qwen3repro.config import file_variants, model_settings, runs
 from qwen3repro.accuracy.task_sets import active_sets, set_file, set_format
@@ -64,7 +64,7 @@ def model_threads(wildcards):
 
 
 def needs(rule):
-    """A rule's memory and time limit (qwen3repro.jobs.RULES); a rule with none there takes the
+    """A rule's memory and time limit (qwen3repro.pipeline.jobs.RULES); a rule with none there takes the
     profile's default-resources."""
     return jobs.needs(config, rule)
 

@@ -23,7 +23,7 @@ from qwen3repro.accuracy.divergence import Divergence, compare
 from qwen3repro.accuracy.reference import Reference
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import write_json_atomic, write_table
-from qwen3repro.progress import progress_bar
+from qwen3repro.pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 from qwen3repro.accuracy.divergence import Divergence, compare, report
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import write_json_atomic, write_table
-from qwen3repro.progress import progress_bar
+from qwen3repro.pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 def bandwidth_probe(threads: int, n_bytes: int = 1 << 30, repetitions: int = 5) -> float:
     """This machine's memory bandwidth for decode-shaped work, in bytes per second: the best of
     several float32 matrix-vector products over a matrix far larger than the caches."""
-    from qwen3repro.threads import limit_threads
+    from qwen3repro.pipeline.threads import limit_threads
 
     limit_threads(threads)
     matrix = np.ones((n_bytes // 4 // 4096, 4096), np.float32)

@@ -21,7 +21,7 @@ class NumpyEngine:
 
     def __init__(self, path: str, n_ctx: int, threads: int, low_memory: bool = False):
         from qwen3repro.engine.qwen3 import Qwen3
-        from qwen3repro.threads import limit_threads
+        from qwen3repro.pipeline.threads import limit_threads
 
         limit_threads(threads)
         self.model = Qwen3(path, n_ctx=n_ctx, low_memory=low_memory)

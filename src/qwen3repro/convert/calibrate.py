@@ -18,7 +18,7 @@ import numpy as np
 from qwen3repro.convert.imatrix import ImportanceMatrix
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import check_writable_target
-from qwen3repro.progress import progress_bar
+from qwen3repro.pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

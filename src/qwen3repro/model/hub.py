@@ -1,10 +1,11 @@
 """Downloads a model from the Hugging Face Hub at a pinned revision, resumably, and checks its bytes.
 
-huggingface_hub resolves the revision and lists the files (with the Hub's sha256 of each) and does the
-HTTP transfer, retrying a dropped connection in place with a Range request. What it no longer does
-(2.x) is keep a partial file when the process ends: its temporary files are per process and deleted
-on failure. A model is gigabytes, so this module keeps `<file>.part` in a directory of its own
-(results/models/.<name>.download, one Snakemake job at a time) and a rerun asks only for the rest.
+huggingface_hub resolves the revision, lists the files (with the Hub's sha256 of each), finds each
+file's address and gives the HTTP session and headers, all through its public functions. What it no
+longer does (2.x) is keep a partial file when the process ends: its temporary files are per process
+and deleted on failure. A model is gigabytes, so this module keeps `<file>.part` in a directory of
+its own (results/models/.<name>.download, one Snakemake job at a time) and asks for the rest with a
+Range request: when a connection drops, and when a rerun finds the part.
 """
 
 from __future__ import annotations
@@ -103,8 +104,6 @@ def resolve(repo_id: str, revision: str):
 def fetch(repo_id: str, commit: str, sibling, partial_dir: Path) -> Path:
     """One file into `partial_dir`, resuming from its .part file, checked against the Hub's record."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils import build_hf_headers
 
     name, record = sibling.rfilename, hub_record(sibling)
     final, part = partial_dir / name, partial_dir / f"{name}.part"
@@ -116,8 +115,7 @@ def fetch(repo_id: str, commit: str, sibling, partial_dir: Path) -> Path:
         have = 0
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo_id, name, revision=commit))
-        with open(part, "ab") as f:
-            http_get(meta.location, f, resume_size=have, headers=build_hf_headers(), expected_size=record["size"])
+        append_rest(meta.location, part, record["size"])
     except Exception as e:
         got = part.stat().st_size if part.is_file() else 0
         raise UserError(
@@ -131,6 +129,38 @@ def fetch(repo_id: str, commit: str, sibling, partial_dir: Path) -> Path:
         )
     part.rename(final)
     return final
+
+
+RETRIES = 5  # attempts in a row that bring no byte before a download gives up
+
+
+def append_rest(url: str, part: Path, size: int) -> None:
+    """Append to `part` the bytes of `url` it does not hold yet, asked for with a Range request from its
+    size. A connection that drops is asked again from where it stopped, as long as attempts bring bytes;
+    a server that ignores the range (200 instead of 206) sends the whole file, which replaces the part."""
+    import httpx2
+    from huggingface_hub import constants, get_session
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+    stalls = 0
+    while (have := part.stat().st_size if part.is_file() else 0) < size:
+        headers = build_hf_headers() | ({"Range": f"bytes={have}-"} if have else {})
+        try:
+            with get_session().stream(
+                "GET", url, headers=headers, follow_redirects=True, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT
+            ) as response:
+                hf_raise_for_status(response)
+                with open(part, "ab") as f:
+                    if have and response.status_code != 206:
+                        f.truncate(0)
+                    for block in response.iter_bytes(1 << 20):
+                        f.write(block)
+        except httpx2.TransportError as e:
+            got = part.stat().st_size if part.is_file() else 0
+            stalls = 0 if got > have else stalls + 1
+            if stalls >= RETRIES:
+                raise
+            log.info("%s: the connection dropped at %s bytes (%s); asking for the rest", part.stem, f"{got:,}", e)
 
 
 def _route_hub_logging() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from qwen3repro.errors import UserError
 from qwen3repro.model import architecture, shakespeare, synthetic, tokenizer_files
-from qwen3repro.progress import status
+from qwen3repro.pipeline.progress import status
 
 log = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
     mode one of them), the file of least mean KLD whose peak RSS in the bench fits it, with its decode
     speed; a type without a KLD of its own takes the first measured one of the same type (the trained
     model's, for the stand-in), labelled so."""
-    from qwen3repro.resources import machine_mb
+    from qwen3repro.pipeline.resources import machine_mb
 
     klds, measured_on = _quality(sections)
     machine_gb = machine_gb if machine_gb is not None else machine_mb() * 2**20 / 1e9

@@ -17,7 +17,7 @@ from qwen3repro.engine.batch import Job, run_jobs
 from qwen3repro.engine.generate import Request
 from qwen3repro.engine.sampler import PRESETS, observers
 from qwen3repro.fsutil import staged_file, write_text_atomic
-from qwen3repro.progress import progress_bar
+from qwen3repro.pipeline.progress import progress_bar
 from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings
 from qwen3repro.sweep.statistics import StepStats, distinct_n, repeated_ngram_rate, think_tokens
 from qwen3repro.sweep.traces import TAIL_EDGES, TraceRecorder, check_traces

@@ -1,6 +1,6 @@
 """Declared versus measured: what each job of a run asked the scheduler for, beside what it used.
 
-Every rule's log opens with the threads, mem_mb and runtime the job was given (qwen3repro.rulelog)
+Every rule's log opens with the threads, mem_mb and runtime the job was given (qwen3repro.pipeline.rulelog)
 and ends with the kernel's count of its peak resident memory; Snakemake's benchmark file beside it
 holds the job's wall time and a sampled peak (which a short job can slip between). The larger of
 the two peaks is what the job used. A
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from qwen3repro.errors import UserError
-from qwen3repro.rulelog import DECLARED, PEAK
+from qwen3repro.pipeline.rulelog import DECLARED, PEAK
 
 BIG_MB = 1024
 MAX_RATIO = 3.0

@@ -2,7 +2,7 @@
 
 The log's first line records what the job was given (threads, mem_mb, runtime), and its last the
 job's peak resident memory as the kernel counts it: the declared-versus-measured table
-(qwen3repro.usage) reads both beside the job's benchmark.
+(qwen3repro.pipeline.usage) reads both beside the job's benchmark.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A rule whose jobs need more than the profiles' `default-resources` (1024 MB, 10 minutes) has an
 entry in RULES; adding a rule means adding its line here, nothing in the rule files but
-`resources: **needs("<rule>")`. The estimates themselves live in qwen3repro.resources.
+`resources: **needs("<rule>")`. The estimates themselves live in qwen3repro.pipeline.resources.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from qwen3repro import resources
 from qwen3repro.config import model_settings
+from qwen3repro.pipeline import resources
 
 
 @dataclass(frozen=True)
