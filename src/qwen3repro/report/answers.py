@@ -182,9 +182,9 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
                     pick = f"{t} ({peak[t]:.2f} GB, KLD {fmt(kld, 3, sig=True)}{speed})"
                 picks.append((gb, label, pick))
             borrowed = sorted(sources - {s.name})
-            note = f"peak RSS over the bench's tests, up to {context} positions"
+            note = f"peak RSS up to {context} positions"
             if borrowed:
-                note += f"; KLD from {', '.join(borrowed)}'s file of the same type, on its own text"
+                note += f"; KLD of {', '.join(borrowed)}'s file of that type"
             # neighbouring budgets with the same pick say it once
             runs = groupby(picks, key=lambda p: p[2])
             answer = "; ".join(f"{_budget_span([p[:2] for p in run])}: {pick}" for pick, run in runs)
