@@ -143,7 +143,7 @@ def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_e
     # neighbouring budgets with the same pick say it once
     assert llama.startswith("1–2 GB: Q8_0 (0.75 GB, KLD 0.00012, 20 t/s decode); 4 GB to this machine's 24 GB: F32")
     assert "F32 (2.40 GB, KLD 0, 9 t/s decode)" in llama and llama.count("Q8_0") == 1
-    assert "KLD from small's file of the same type" in llama
+    assert "KLD of small's file of that type" in llama
     # the NumPy engine holds every type in float32: nothing fits 1 or 2 GB, and F32 is its best above
     numpy = answers["best file that fits in memory, numpy"]
     assert numpy.startswith("1–2 GB: none (the smallest, F32, peaks at 2.41 GB); 4 GB to this machine's 24 GB: F32")
