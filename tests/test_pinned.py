@@ -80,7 +80,7 @@ def test_one_thread_and_the_environments_own_kernel_choices_give_the_same_bits(
 def test_three_threads_give_the_same_bits(committed_run, repo, tmp_path):
     """A thread count that is no power of two: MKL's sgemm (its STRICT branch included) and ATen's
     whole-tensor sums cut their work by thread count, so training keeps its products and its
-    reductions out of both (train.matmul_in_parts, clip_gradients, output_cross_entropy)."""
+    reductions out of both (train_ops: matmul_in_parts, clip_gradients, output_cross_entropy)."""
     sha, in_force = short_training(tmp_path, {**default_training(repo), "threads": 3})
     if not in_force["pinned"]:
         pytest.skip(f"bits cannot be promised on this machine: {in_force['why_not']}")

@@ -8,14 +8,8 @@ import torch
 
 from qwen3repro.errors import UserError
 from qwen3repro.model import shakespeare
-from qwen3repro.model.train import (
-    DEFAULTS,
-    Vocabulary,
-    check_settings,
-    learning_rate,
-    output_cross_entropy,
-    train,
-)
+from qwen3repro.model.train import DEFAULTS, check_settings, learning_rate, train
+from qwen3repro.model.train_ops import Vocabulary, output_cross_entropy
 
 QUICK = dict(steps=3, batch_size=2, seq_len=16, warmup_steps=1, eval_every=2, eval_windows=3, threads=1)
 

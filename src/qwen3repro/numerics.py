@@ -78,7 +78,7 @@ def pinned_environment(threads: int) -> tuple[dict[str, str], str | None]:
     on a CPU without AVX2 would crash, not reproduce."""
     env = {k: v for k, v in os.environ.items() if k not in (*PINNED, "NPY_DISABLE_CPU_FEATURES")}
     # OpenBLAS splits a product's blocks by thread count, and the bits follow the split: it gets one
-    # thread, and a job cuts its products into fixed blocks of its own (train.matmul_in_parts); torch
+    # thread, and a job cuts its products into fixed blocks of its own (train_ops.matmul_in_parts); torch
     # takes `threads` for the element-wise and row-wise work whose bits no thread count changes
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"})
     why_not = unpinnable()

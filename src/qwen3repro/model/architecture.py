@@ -68,7 +68,7 @@ PRESETS: dict[str, dict] = {
     # intermediate_size), so every K-quant, IQ and legacy block applies to every matrix with no
     # fallback, as at 0.6B; head_dim 128 with q/k norms, grouped-query attention 2:1 (0.6B: 16:8),
     # tied embeddings. Training pays for the 151,936-way output layer only over the tokens the text
-    # contains (train.Vocabulary).
+    # contains (train_ops.Vocabulary).
     "qwen3-shakespeare": dict(
         QWEN3_0_6B,
         hidden_size=256,
