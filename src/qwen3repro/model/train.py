@@ -275,10 +275,12 @@ def save(model, vocab: Vocabulary, arch: dict, out_dir: Path, dtype: str) -> Non
     tied output matrix stored once, under transformers' names), every token's row written out."""
     synthetic.write_configs(out_dir, arch, dtype)
     state = {name: t.detach().numpy() for name, t in model.state_dict().items()}
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        state[name] = vocab.expand(state[name])
+    full = ("model.embed_tokens.weight", "lm_head.weight")  # the rows of the compact vocabulary
     synthetic.save_safetensors(
-        ((name, state[name]) for name in architecture.tensor_shapes(arch)),
+        (
+            (name, vocab.expand(state[name]) if name in full else state[name])
+            for name in architecture.tensor_shapes(arch)
+        ),
         out_dir / "model.safetensors",
         dtype,
     )
