@@ -96,9 +96,10 @@ lint: $(STAMP)
 dag: $(STAMP)
 	@$(BIN)/snakemake -n --configfile $(CONFIG)
 
-# make chat MODEL=x.gguf SYSTEM="You are a pirate." THINKING=on MULTI_TURN=on
+# make chat MODEL=x.gguf SYSTEM="You are HAMLET." THINKING=on MULTI_TURN=on (the default model was chat-tuned
+# on the plays: its system prompt names the character who answers)
 MODEL ?= results/gguf/qwen3-shakespeare/qwen3-shakespeare-Q8_0.gguf
-SYSTEM ?= You are a helpful assistant.
+SYSTEM ?= You are HAMLET.
 THINKING ?= on
 MULTI_TURN ?= on
 export MODEL SYSTEM THINKING MULTI_TURN

@@ -69,7 +69,14 @@ def test_default_pipeline_runs_offline_and_a_second_run_does_nothing(pipeline_ru
     model = tmp_path / "results" / "models" / "qwen3-shakespeare"
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["source"] == "trained" and "model.safetensors" in manifest["files"]
-    assert manifest["steps_done"] == 40 and (model / "training_curve.csv").is_file()
+    assert manifest["steps_done"] == 40 + 6 and (model / "training_curve.csv").is_file()  # pretraining, chat tuning
+    trajectory = json.loads((model / "trajectory.json").read_text())["checkpoints"]
+    assert [(c["label"], c["step"]) for c in trajectory] == [
+        ("random initialisation", 0),
+        ("mid-pretraining", 20),
+        ("pretrained", 40),
+        ("chat-tuned", 46),
+    ]
     assert len(list((tmp_path / "results" / "gguf" / "qwen3-shakespeare").glob("*.gguf"))) == 12 + 3  # 3 -imat twins
     matrix = imatrix.read(tmp_path / "results" / "imatrix" / "qwen3-shakespeare.gguf")
     samples = json.loads((tmp_path / "results" / "samples" / "qwen3-shakespeare.json").read_text())
@@ -170,13 +177,45 @@ def test_the_mean_kld_rises_down_the_quantization_ladder_in_both_runtimes(repo):
         assert ladder.is_monotonic_increasing and ladder.is_unique, (column, ladder.to_dict())
 
 
+def test_the_system_prompt_changes_the_trained_models_greedy_reply(repo):
+    """On the default run's F32 file: the same user turn, two characters named by the system prompt, two
+    different greedy replies, thinking on and off; each closes its turn (and its thinking) within 64 tokens."""
+    from qwen3repro.engine.generate import Generator
+    from qwen3repro.engine.sampler import PRESETS
+
+    gguf = repo / "results" / "gguf" / "qwen3-shakespeare" / "qwen3-shakespeare-F32.gguf"
+    if not gguf.is_file():
+        pytest.skip("needs the default run's results (make run)")
+    generator = Generator.from_gguf(gguf, n_ctx=256)
+    for thinking in (True, False):
+        replies = []
+        for character in ("HAMLET", "JULIET"):
+            messages = [
+                {"role": "system", "content": f"You are {character}."},
+                {"role": "user", "content": "Good morrow."},
+            ]
+            generator.cached = []
+            result = generator.generate(
+                generator.chat_prompt(messages, thinking),
+                PRESETS["greedy"],
+                64,
+                banned=generator.thinking_ban(thinking),
+            )
+            assert result.stop_reason == "eos", (character, thinking, result.text)
+            answer = result.text.split("</think>")[-1].strip()
+            assert answer and ("</think>" in result.text) == thinking, (character, thinking, result.text)
+            replies.append(answer)
+        assert replies[0] != replies[1], (thinking, replies)
+
+
 def test_default_pipeline_sweeps_and_reports(pipeline_run):
     tmp_path = pipeline_run[0]
     sweep = pd.read_parquet(tmp_path / "results" / "sweep" / "qwen3-shakespeare" / "F32.parquet")
-    assert {"distinct_2", "mean_entropy", "think_tokens", "ttft_full_prefill_s"} <= set(sweep.columns)
+    assert {"distinct_2", "mean_entropy", "think_tokens", "think_closed", "ttft_full_prefill_s"} <= set(sweep.columns)
     assert (sweep.loc[~sweep["thinking"], "think_tokens"] == 0).all()
     page = (tmp_path / "results" / "report" / "index.html").read_text()
     assert "qwen3-shakespeare" in page and page.count("data:image/png;base64,") >= 6
+    assert "From random weights to a chat model" in page and "<td>chat-tuned</td>" in page
     assert "| type |" in (tmp_path / "results" / "report" / "summary.md").read_text()
     # with and without the importance matrix; no file falls back or comes out as another's
     assert "With and without an importance matrix" in page and "Q4_K_M-imat" in page
@@ -199,7 +238,7 @@ def test_default_pipeline_scores_the_offline_task_and_the_generations_per_file_t
     tasks = pd.read_csv(results / "qwen3-shakespeare.csv")
     # every file type in both runtimes, each against F32 in its own runtime on the same 8 items
     assert len(tasks) == (12 + 3) * 2 and set(tasks["runtime"]) == {"numpy", "llama.cpp"}
-    assert tasks["tasks"].eq(8).all() and tasks["chance"].eq(0.25).all() and tasks["set"].eq("next-line").all()
+    assert tasks["tasks"].eq(8).all() and tasks["chance"].eq(0.5).all() and tasks["set"].eq("blank").all()
     f32 = tasks[tasks["type"] == "F32"]
     assert f32["flips"].eq(0).all() and f32["answer_kld_mean"].eq(0).all()
     assert (tasks["accuracy_lo"] <= tasks["accuracy"]).all() and (tasks["accuracy"] <= tasks["accuracy_hi"]).all()
@@ -216,7 +255,7 @@ def test_default_pipeline_scores_the_offline_task_and_the_generations_per_file_t
     page = (tmp_path / "results" / "report" / "index.html").read_text()
     assert "<h3>Tasks and flips</h3>" in page and "<h3>Loss along generated tokens</h3>" in page
     assert "smallest file whose flip rate against F32 stays at most 5%" in page
-    assert "next-line, NumPy: F32 answers" in page and "chance (25.0%)" in page
+    assert "blank, NumPy: F32 answers" in page and "chance (50.0%)" in page
 
 
 @pytest.mark.pipeline

@@ -154,6 +154,11 @@ class Vocabulary:
     def rows(self, token_ids: np.ndarray) -> np.ndarray:
         return self.lookup[token_ids]
 
+    def representatives(self) -> np.ndarray:
+        """A token id per row: the seen tokens, then the first token the shared row stands for."""
+        unseen = np.setdiff1d(np.arange(min(self.size, len(self.seen) + 1)), self.seen)
+        return np.append(self.seen, unseen[:1] if len(unseen) else self.seen[:1])
+
     def log_multiplicity(self) -> np.ndarray:
         """Per row, the log of the tokens it stands for: 0 for a seen token, log(size - seen) for the shared row."""
         out = np.zeros(self.n_rows)

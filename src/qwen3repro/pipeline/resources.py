@@ -288,11 +288,12 @@ def model_minutes(spec: dict, threads: int) -> int:
         return 8 * 60
     if spec["source"] == "synthetic":
         return minutes(2 * load_seconds(n))
-    t = spec["training"]
-    train_tokens = t.get("steps", 500) * t.get("batch_size", 8) * t.get("seq_len", 128)
-    evaluations = t.get("steps", 500) // t.get("eval_every", 50) + 1
-    eval_tokens = evaluations * t.get("eval_windows", 64) * (t.get("seq_len", 128) + 1)
-    return minutes(3 * prefill_seconds(n, train_tokens, threads) + prefill_seconds(n, eval_tokens, threads))
+    from qwen3repro.model.train import workload
+
+    tokens = workload(spec["training"])
+    return minutes(
+        3 * prefill_seconds(n, tokens["trained"], threads) + prefill_seconds(n, tokens["evaluated"], threads)
+    )
 
 
 def convert_minutes(model_dir: Path | str, file_type: str, threads: int) -> int:

@@ -281,12 +281,20 @@ def token_trace(trace: dict, steps: int = 6, top: int = 10) -> bytes | None:
 
 
 def training_curve(curve) -> bytes | None:
+    """The held-out losses along both phases: the held-out works' text, and (with a chat phase) the
+    assistant tokens of held-out conversations; the chat phase shaded."""
     if curve is None or curve.empty:
         return None
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(6, 3.4))
-    axis.plot(curve["step"], curve["train_loss"], label="training batch")
-    axis.plot(curve["step"], curve["held_out_loss"], "o-", label="held-out works")
-    axis.set(xlabel="optimizer step", ylabel="cross-entropy (nats / token)", title="Pretraining on Shakespeare")
+    axis.plot(curve["step"], curve["held_out_loss"], "o-", label="held-out works' text")
+    if "chat_held_out_loss" in curve:
+        axis.plot(curve["step"], curve["chat_held_out_loss"], "s-", label="held-out conversations' replies")
+    if "phase" in curve and (curve["phase"] != "pretraining").any():
+        start = curve.loc[curve["phase"] == "pretraining", "step"].max()
+        axis.axvspan(start, curve["step"].max(), color="0.92", label="chat tuning")
+    axis.set(
+        xlabel="optimizer step", ylabel="cross-entropy (nats / token)", title="From random weights to a chat model"
+    )
     axis.legend(fontsize=7)
     return to_png(fig)

@@ -46,6 +46,7 @@ def inputs(config: dict, root: Path | str = ".") -> dict[str, dict[str, Path]]:
             files["bench"] = root / f"results/bench/{model}.json"
         if spec["source"] == "trained":
             files["training_curve"] = root / f"results/models/{model}/training_curve.csv"
+            files["trajectory"] = root / f"results/models/{model}/trajectory.json"
         for t in file_variants(config, model):
             files[f"gguf_manifest/{t}"] = root / f"results/gguf/{model}/{model}-{t}.json"
             for stage in ("check", "perplexity", "tasks"):
@@ -63,6 +64,7 @@ STAGE_OF = {
     "manifest": "model",
     "config": "model",
     "training_curve": "model",
+    "trajectory": "model",
     "gguf_f32": "convert",
     "gguf_manifest": "convert",
     "samples": "samples",
@@ -121,6 +123,7 @@ class ModelSection:
     samples: dict = field(default_factory=dict)
     verify: dict = field(default_factory=dict)
     curve: pd.DataFrame | None = None
+    trajectory: dict = field(default_factory=dict)  # what the model says at checkpoints of its training
     tasks: pd.DataFrame | None = None  # a row per file type, runtime and task set
     generated: pd.DataFrame | None = None  # a row per file type, runtime and span of the generations
 
@@ -239,6 +242,7 @@ def collect(config: dict, root: Path | str = ".") -> list[ModelSection]:
             samples=_read(files, "samples") if "samples" in files else {},
             verify=_read(files, "verify"),
             curve=_read(files, "training_curve") if "training_curve" in files else None,
+            trajectory=_read(files, "trajectory") if "trajectory" in files else {},
         )
         if model_settings(config, model)["tasks"] is not None:
             from qwen3repro.accuracy.task_run import task_rows

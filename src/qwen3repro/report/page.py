@@ -22,6 +22,7 @@ from qwen3repro.report.tables import (
     model_card,
     sweep_table,
     tensor_error_table,
+    trajectory_table,
     transformers_rows,
     weight_error_table,
 )
@@ -66,7 +67,7 @@ CAPTIONS = {
     "sampling-heatmaps": "Sampling: distinct-2 and entropy over temperature × top-p",
     "thinking": "Thinking on vs off, per Qwen3 preset",
     "multi-turn": "Multi-turn: context, cache reuse and time to first token per turn",
-    "training-curve": "Training curve",
+    "training-curve": "Held-out loss along training",
     "flips-vs-bits": "Flips: the share of task items whose chosen answer differs from the F32 file's in the same "
     "runtime, against the bits per weight of the layers' matrices, with its Wilson 95% interval; a series per task set "
     "and runtime",
@@ -157,6 +158,8 @@ def page_section(s: ModelSection, figs: dict[str, bytes | None]) -> dict:
         ],
         "sampling_figures": [_figure(figs, k, s.name) for k in sampling],
         "training_figure": _figure(figs, f"{s.name}-training-curve", s.name) if s.curve is not None else None,
+        "trajectory": trajectory_table(s),
+        "trajectory_prompt": s.trajectory.get("prompt", []),
         "samples": [
             {"source": source, **item} for source, items in s.samples.get("samples", {}).items() for item in items
         ],

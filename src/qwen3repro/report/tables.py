@@ -154,15 +154,29 @@ def model_card(section: ModelSection) -> list[list[str]]:
         rows += [
             [
                 "training",
-                f"{m.get('steps_done')} steps of {t.get('batch_size')} x {t.get('seq_len')} tokens, "
-                f"lr {t.get('learning_rate')}, {fmt(m.get('seconds'), 0)} s",
-            ],
-            [
-                "held-out loss",
-                f"{fmt(m.get('initial_held_out_loss'), 3)} → {fmt(m.get('final_held_out_loss'), 3)} nats/token "
-                f"on {', '.join(m.get('held_out_works', []))}",
+                f"{t.get('steps')} steps of {t.get('batch_size')} x {t.get('seq_len')} tokens, "
+                f"lr {t.get('learning_rate')}, {fmt(m.get('pretraining_seconds', m.get('seconds')), 0)} s",
             ],
         ]
+        chat = t.get("chat")
+        if chat:
+            rows.append(
+                [
+                    "chat tuning",
+                    f"{chat['steps']} steps of {chat['batch_size']} of "
+                    f"{m.get('chat_conversations', 0):,} conversations "
+                    f"and {chat['text_windows']} text windows, lr {chat['learning_rate']}, "
+                    f"{fmt(m.get('seconds', 0) - m.get('pretraining_seconds', 0), 0)} s",
+                ]
+            )
+        losses = [m.get("initial_held_out_loss"), m.get("pretrained_held_out_loss"), m.get("final_held_out_loss")]
+        rows.append(
+            [
+                "held-out loss",
+                " → ".join(fmt(v, 3) for v in losses if v is not None)
+                + f" nats/token on {', '.join(m.get('held_out_works', []))}",
+            ]
+        )
     rows.append(["parameters", f"{section.n_parameters:,}"])
     rows += embedding_rows(section)
     rows += [[k, str(section.hf_config[k])] for k in ARCHITECTURE_KEYS if k in section.hf_config]
@@ -173,6 +187,28 @@ def model_card(section: ModelSection) -> list[list[str]]:
 UNQUANTIZED = ("F32", "F16", "BF16")
 # an embedding above this share of the weights (Qwen3-0.6B's is 26%) decides a file's bits per weight
 EMBEDDING_HEAVY = 0.5
+
+
+def _shown(piece: str) -> str:
+    """A token as the eye can see it: newlines and a leading space marked."""
+    return piece.replace("\n", "⏎").replace(" ", "·", 1) if piece.startswith(" ") else piece.replace("\n", "⏎")
+
+
+def trajectory_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
+    """A row per checkpoint: the held-out loss there, the top next tokens for the fixed prompt, the
+    mass of every other token of the vocabulary, and the greedy continuation."""
+    if not section.trajectory:
+        return [], []
+    curve = section.curve
+    vocabulary = section.tokenizer.get("tokens") or 0
+    header = ["checkpoint", "step", "held-out loss", "top 10 next tokens", f"the other {vocabulary - 10:,}", "greedy"]
+    rows = []
+    for point in section.trajectory["checkpoints"]:
+        at = curve[curve["step"] == point["step"]] if curve is not None else None
+        loss = fmt(at["held_out_loss"].iloc[-1], 3) if at is not None and len(at) else DASH
+        top = ", ".join(f"{_shown(t['piece'])} {100 * t['probability']:.1f}%" for t in point["top"])
+        rows.append([point["label"], str(point["step"]), loss, top, fmt(point["rest"], 3), _shown(point["greedy"])])
+    return header, rows
 
 
 def embedding_rows(section: ModelSection) -> list[list[str]]:
@@ -232,6 +268,8 @@ def sweep_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
         "cell",
         "tokens",
         "inside <think>",
+        "closes </think>",
+        "ends its turn",
         "distinct-2",
         "repeated 4-grams",
         "entropy",
@@ -248,6 +286,8 @@ def sweep_table(section: ModelSection) -> tuple[list[str], list[list[str]]]:
                     cell.split(": ", 1)[-1],
                     fmt(r["n_tokens"].mean(), 1),
                     fmt(r["think_tokens"].mean(), 1),
+                    f"{r['think_closed'].mean():.0%}" if "think_closed" in r else DASH,
+                    f"{r['stop_reason'].eq('eos').mean():.0%}",
                     fmt(r["distinct_2"].mean(), 3),
                     fmt(r["repeated_4gram_rate"].mean(), 3),
                     fmt(r["mean_entropy"].mean(), 2),

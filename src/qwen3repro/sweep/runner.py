@@ -120,6 +120,7 @@ class Runner:
             "n_tokens": len(tokens),
             "stop_reason": result.stop_reason,
             "think_tokens": think_tokens(tokens, self.think_open, self.think_close),
+            "think_closed": self.think_close is not None and self.think_close in tokens,
             "distinct_1": distinct_n(tokens, 1),
             "distinct_2": distinct_n(tokens, 2),
             "repeated_4gram_rate": repeated_ngram_rate(tokens, 4),
@@ -273,6 +274,7 @@ def summary_table(frame) -> str:
     columns = [
         "n_tokens",
         "think_tokens",
+        "think_closed",
         "distinct_2",
         "repeated_4gram_rate",
         "mean_entropy",
