@@ -52,6 +52,23 @@ def tokenizer(tmp_path_factory):
     return Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
+def small_model(rows: int):
+    """A one-layer Qwen3ForCausalLM with tied embeddings over `rows` rows (random weights)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=rows,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
+    return Qwen3ForCausalLM(config)
+
+
 def encode(tokenizer):
     return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
 
@@ -104,24 +121,11 @@ def test_conversations_come_from_the_training_works_alone_and_are_the_same_for_t
 
 
 def test_splitting_rows_off_the_shared_row_changes_no_logit():
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     torch.manual_seed(0)
     size = 300
     old = Vocabulary(np.arange(0, 200, 2), size)
     new = Vocabulary(np.concatenate([old.seen, [251, 299]]), size)
-    config = dict(
-        vocab_size=old.n_rows,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=True,
-    )
-    model = Qwen3ForCausalLM(Qwen3Config(**config)).eval()
-    grown = Qwen3ForCausalLM(Qwen3Config(**{**config, "vocab_size": new.n_rows})).eval()
+    model, grown = small_model(old.n_rows).eval(), small_model(new.n_rows).eval()
     grown.load_state_dict(chat_tuning.regrown_state(model, old, new))
     ids = [4, 251, 7, 299, 120]
     before = trajectory.full_logits(model, old, ids)
@@ -140,21 +144,9 @@ def test_the_loss_reads_the_assistant_tokens_alone():
 
 
 def test_a_snapshot_gives_the_top_tokens_and_the_rest_of_the_vocabulary(tokenizer):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     torch.manual_seed(0)
     vocab = Vocabulary(np.arange(1000), 151936)
-    config = dict(
-        vocab_size=vocab.n_rows,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=True,
-    )
-    model = Qwen3ForCausalLM(Qwen3Config(**config))
+    model = small_model(vocab.n_rows)
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
     point = trajectory.snapshot(model, vocab, [1, 2, 3], decode, "random initialisation", 0, "pretraining")
     probabilities = [t["probability"] for t in point["top"]]

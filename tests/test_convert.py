@@ -60,6 +60,24 @@ def planned_types(preset: str, type_name: str, has_imatrix: bool = False) -> dic
     return {n: plan.choose(n, shapes[n]) for n in tensor_plan.loader_order(shapes)}
 
 
+def test_file_types_are_one_table_that_the_schema_the_engine_and_the_cost_model_follow():
+    """tensor_plan.FILE_TYPES names the file types; the quantizer registry covers every tensor type a
+    plan can choose (each type's own and the fallbacks), the engine reads exactly those, and the
+    schema's enums are the table's names: adding a type is one row there and its quantizer."""
+    from qwen3repro.config import schema as config_schema
+    from qwen3repro.engine.weights import SUPPORTED
+    from qwen3repro.pipeline.resources import quantize_seconds
+
+    chosen = {t for _, t in FILE_TYPES.values()} | set(tensor_plan.FALLBACK.values())
+    assert chosen == set(quants.QUANTIZERS) == SUPPORTED
+    schema = config_schema()
+    assert schema["$defs"]["file_type"]["enum"] == list(FILE_TYPES)
+    assert schema["properties"]["convert"]["properties"]["types"]["default"] == list(FILE_TYPES)
+    takes = [name for name, (_, t) in FILE_TYPES.items() if t in quants.TAKES_IMATRIX]
+    assert sorted(schema["$defs"]["imatrix_type"]["enum"]) == sorted(takes)
+    assert all(quantize_seconds(10**6, name, 1) > 0 for name in FILE_TYPES)
+
+
 def test_q4_k_m_of_the_0_6b_shape_has_llama_quantizes_tensor_mix():
     types = planned_types("qwen3-0.6b-shape", "Q4_K_M")
     counts = {t: list(types.values()).count(t) for t in set(types.values())}

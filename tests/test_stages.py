@@ -123,10 +123,10 @@ def test_the_workflow_plans_only_the_stages_each_model_goes_through(tmp_path):
 def test_two_models_may_share_a_task_set_name_only_for_the_same_set():
     small = copy.deepcopy(STAND_IN)
     validate_config(default_with(small=copy.deepcopy(small)))  # both take the top-level sets
-    small["stages"]["tasks"] = {"sets": {"next-line": {"tasks": 20}}}
-    with pytest.raises(UserError, match="task set next-line differs between models trained and small"):
+    small["stages"]["tasks"] = {"sets": {"blank": {"tasks": 20}}}
+    with pytest.raises(UserError, match="task set blank differs between models trained and small"):
         validate_config(default_with(small=small))
     small["stages"]["tasks"] = {
-        "sets": {"next-line": False, "short": {"source": "shakespeare", "build": "blank", "tasks": 20}}
+        "sets": {"blank": False, "short": {"source": "shakespeare", "build": "next-line", "tasks": 20}}
     }
     validate_config(default_with(small=small))

@@ -33,7 +33,7 @@ def small_settings(**overrides):
             {"name": "t", "preset": "thinking", "axes": {"temperature": [0.0, 1.0]}},
             {"name": "mt", "preset": "non-thinking", "axes": {"multi_turn": [False, True]}},
         ],
-        traces={"prompts": ["hi"], "presets": ["thinking"], "top": 5, "seed": 0},
+        traces={"prompts": ["hi"], "presets": ["thinking"], "thinking": [True, False], "top": 5, "seed": 0},
     )
     settings.update(overrides)
     return settings

@@ -37,6 +37,13 @@ def spans(tokens: list[int], thinking: bool, close_id: int | None) -> list[str]:
     return ["thinking"] * end + ["answer"] * (len(tokens) - end)
 
 
+def count(settings: dict) -> int:
+    """The generations `generate` makes: each prompt thinking on and off, each conversation's user turns."""
+    from qwen3repro.sweep.grid import user_turns
+
+    return len(PLAYS) * len(settings["prompts"]) + sum(user_turns(c) for c in settings["conversations"])
+
+
 def generate(gguf: Path | str, settings: dict) -> list[dict]:
     """The F32 file's generations: each prompt with thinking on and off, each conversation's turns
     with the history kept; every one as prompt tokens, generated tokens and their spans."""
@@ -59,12 +66,12 @@ def generate(gguf: Path | str, settings: dict) -> list[dict]:
             }
         )
 
-    for p in settings.get("prompts", []):
+    for p in settings["prompts"]:
         for preset, thinking in PLAYS:
             cell = {"params": PRESETS[preset], "thinking": thinking}
             prompt, result, _ = runner.generate(p["messages"], cell, seed=0)
             record(p["name"], None, preset, thinking, prompt, result.tokens)
-    for conv in settings.get("conversations", []):
+    for conv in settings["conversations"]:
         cell = {
             "grid": "generated",
             "cell": "multi-turn",

@@ -29,6 +29,7 @@ Encode = Callable[[np.ndarray, "np.ndarray | None", "int | None"], np.ndarray]
 class Quantizer:
     plain: Encode  # llama-quantize without an importance matrix
     weighted: Encode | None = None  # with one; None where the type ignores it (Q8_0, F16, ...)
+    family: str = "plain"  # plain, legacy, k or iq4: how fast it encodes (pipeline/resources.py)
 
 
 def _as_is(dtype) -> Encode:
@@ -81,17 +82,17 @@ def _k_quant(qtype: T, reference: Callable, with_importance: Callable) -> Quanti
     """A K-quant: its reference quantizer (`quantize_row_q*_K_ref`, which takes no importance) and
     its importance-weighted one."""
     return Quantizer(
-        _by_superblocks(qtype, lambda blocks, qw: reference(blocks)), _by_superblocks(qtype, with_importance)
+        _by_superblocks(qtype, lambda blocks, qw: reference(blocks)), _by_superblocks(qtype, with_importance), "k"
     )
 
 
 def _legacy(qtype: T, with_importance: Callable) -> Quantizer:
-    return Quantizer(_gguf_py(qtype), _by_rows(qtype, 32, with_importance))
+    return Quantizer(_gguf_py(qtype), _by_rows(qtype, 32, with_importance), "legacy")
 
 
 def _same_with_or_without(encode: Encode) -> Quantizer:
     """llama.cpp's IQ4 quantizers weigh by x^2 where no importance matrix is given: one function serves both."""
-    return Quantizer(encode, encode)
+    return Quantizer(encode, encode, "iq4")
 
 
 QUANTIZERS: dict[T, Quantizer] = {

@@ -19,27 +19,13 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
+from qwen3repro.convert.quants import QUANTIZERS
 from qwen3repro.errors import UserError
 from qwen3repro.gguf_file import GGUFFile
 
 F32 = np.float32
-SUPPORTED = {
-    T.F32,
-    T.F16,
-    T.BF16,
-    T.Q8_0,
-    T.Q5_1,
-    T.Q5_0,
-    T.Q4_1,
-    T.Q4_0,
-    T.Q6_K,
-    T.Q5_K,
-    T.Q4_K,
-    T.Q3_K,
-    T.Q2_K,
-    T.IQ4_NL,
-    T.IQ4_XS,
-}
+# every tensor type the converter writes (its quantizer registry, convert/quants.py), and no other
+SUPPORTED = frozenset(QUANTIZERS)
 SLICE_BYTES = 1 << 22  # about 4 MB of file dequantized at a time
 # The output matrix streams in slices of a multiple of this many rows: the engine's one-row products
 # split their work at such boundaries, so the slices' logits are bitwise the whole matrix's

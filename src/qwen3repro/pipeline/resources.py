@@ -19,7 +19,7 @@ from qwen3repro.model import architecture
 
 PLACEHOLDER_MB = 1024
 # Python with NumPy, torch and transformers imported, the tokenizer loaded: what every job holds
-# before it touches a weight (about 500 MiB measured), with room to spare.
+# before it touches a weight, with room to spare (docs/performance.md has the measured figure).
 BASE_MB = 1024
 MiB = 2**20
 # the bandwidth probe's 1 GiB matrix, which a bench job allocates beside its engines (roofline.py)
@@ -82,7 +82,7 @@ def model_mb(spec: dict) -> int:
     n = n_weights_of_spec(spec)
     if spec.get("source") == "synthetic":
         # one tensor drawn at a time in float32, the file written from the saved dtype's copies
-        dtype_bytes = 4 if spec.get("dtype", "bfloat16") == "float32" else 2
+        dtype_bytes = 4 if spec["dtype"] == "float32" else 2
         return BASE_MB // 2 + int(1.5 * n * dtype_bytes) // MiB
     if spec.get("source") == "trained":
         # weights, gradients and two AdamW moments in float32, activations, and the logits buffer
@@ -115,31 +115,18 @@ def kv_and_logits_bytes(gguf: Path | str) -> tuple[int, int]:
         return 2 * 4 * field("qwen3.block_count") * field("qwen3.attention.head_count_kv") * head_dim, 12 * vocab
 
 
-def sweep_positions(settings: dict) -> int:
-    """The most positions one generation of the sweep fills: its longest prompt or whole
-    conversation (a token per character bounds it, with the chat template's markup per message)
-    and every turn's answer."""
-    longest = 0
-    for conv in settings.get("prompts", []) + settings.get("conversations", []):
-        messages = conv["messages"]
-        turns = sum(m["role"] == "user" for m in messages)
-        longest = max(
-            longest, sum(len(m["content"]) + 16 for m in messages) + turns * (settings["max_new_tokens"] + 16)
-        )
-    return min(settings.get("n_ctx", 2048), longest)
-
-
 def sweep_mb(gguf: Path | str, settings: dict) -> int:
     """The engine's weights, and per lane (a generation in flight) a KV cache as long as the longest
     generation and a row of logits; batched, the prompt store too: each single-turn prompt, with
     thinking on and off, prefilled once (its keys and values and the logits after it)."""
     from qwen3repro.engine.prompt_store import PROMPT_STORE_BYTES
+    from qwen3repro.sweep.grid import positions
 
     if not Path(gguf).exists():
         return PLACEHOLDER_MB
     kv, logits = kv_and_logits_bytes(gguf)
-    lanes, one = settings.get("lanes", 1), sweep_positions(settings) * kv + logits
-    stored = 0 if lanes == 1 else min(PROMPT_STORE_BYTES, 2 * len(settings.get("prompts", [])) * one)
+    lanes, one = settings["lanes"], positions(settings) * kv + logits
+    stored = 0 if lanes == 1 else min(PROMPT_STORE_BYTES, 2 * len(settings["prompts"]) * one)
     return gguf_mb(gguf) + (lanes * one + stored) // MiB
 
 
@@ -178,9 +165,8 @@ def perplexity_mb(
 ) -> int:
     """The engine on the file (dequantized to float32) and on the F32 base (read in place), then
     llama.cpp on the two; a chunk's logits in float32, four copies' worth for one file, eight against
-    a base: both files' logits, their float64 log-probabilities and a float64 temporary (the kernel's
-    peak on the default model: 1.6 GB for F32 alone, 2.7 GB for a quantized file, 1 GB of it Python).
-    In low-memory mode the engine holds a layer at a time (the two files' in turn) instead of the
+    a base: both files' logits, their float64 log-probabilities and a float64 temporary. In
+    low-memory mode the engine holds a layer at a time (the two files' in turn) instead of the
     weights; llama.cpp, if it runs after it, maps the files (their size)."""
     shapes = gguf_shapes(base)
     if not shapes or not Path(gguf).exists():
@@ -264,18 +250,12 @@ def load_seconds(n_weights: int) -> float:
 
 
 def quantize_seconds(n_weights: int, file_type: str, threads: int) -> float:
+    from qwen3repro.convert.quants import QUANTIZERS
+    from qwen3repro.convert.tensor_plan import file_type as tensor_types
     from qwen3repro.convert.tensor_plan import split_variant
 
     base, imatrix = split_variant(file_type)
-    if base in ("F32", "F16", "BF16", "Q8_0"):
-        kind = "plain"
-    elif base.startswith("IQ4"):
-        kind = "iq4"
-    elif "_K" in base:
-        kind = "k"
-    else:
-        kind = "legacy"
-    rate = QUANTIZE_RATE[kind] / (2 if imatrix else 1)
+    rate = QUANTIZE_RATE[QUANTIZERS[tensor_types(base)[1]].family] / (2 if imatrix else 1)
     return n_weights / (rate * threads)
 
 
@@ -369,25 +349,20 @@ def samples_minutes(gguf: Path | str, settings: dict, trained: bool) -> int:
     return minutes(models * load_seconds(n) + decode_seconds(n, generations * settings["max_new_tokens"]))
 
 
-def sweep_generations(settings: dict) -> int:
-    from qwen3repro.sweep.grid import cells
-
-    turns = sum(sum(m["role"] == "user" for m in c["messages"]) for c in settings.get("conversations", []))
-    per_seed = sum(turns if c["multi_turn"] is not None else len(settings.get("prompts", [])) for c in cells(settings))
-    return per_seed * len(settings["seeds"])
-
-
 def sweep_minutes(gguf: Path | str, settings: dict) -> int:
     """Every generation decodes max_new_tokens; prompts of chat length are prefilled at decode speed."""
+    from qwen3repro.sweep.grid import generations
+
     n = n_weights_of_gguf(gguf)
-    return minutes(load_seconds(n) + decode_seconds(n, 2 * sweep_generations(settings) * settings["max_new_tokens"]))
+    return minutes(load_seconds(n) + decode_seconds(n, 2 * generations(settings) * settings["max_new_tokens"]))
 
 
 def traces_minutes(gguf: Path | str, settings: dict) -> int:
     """Each traced generation, and once more along the first type's tokens."""
+    from qwen3repro.sweep.grid import trace_plan
+
     n = n_weights_of_gguf(gguf)
-    t = settings.get("traces", {})
-    traces = len(t.get("prompts", [])) * len(t.get("presets", [1, 2])) * len(t.get("thinking", [1, 2]))
+    traces = len(trace_plan(settings))
     return minutes(load_seconds(n) + decode_seconds(n, 2 * 2 * traces * settings["max_new_tokens"]))
 
 
@@ -410,7 +385,7 @@ def tasks_minutes(gguf: Path | str, sets: list[str], settings: dict, threads: in
 
 def generations_minutes(gguf: Path | str, settings: dict) -> int:
     """Each prompt with thinking on and off, each conversation's turns."""
+    from qwen3repro.accuracy.generated import count
+
     n = n_weights_of_gguf(gguf)
-    turns = sum(m["role"] == "user" for c in settings.get("conversations", []) for m in c["messages"])
-    generations = 2 * len(settings.get("prompts", [])) + turns
-    return minutes(load_seconds(n) + decode_seconds(n, generations * settings["max_new_tokens"]))
+    return minutes(load_seconds(n) + decode_seconds(n, count(settings) * settings["max_new_tokens"]))

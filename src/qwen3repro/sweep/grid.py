@@ -85,3 +85,47 @@ def check_settings(settings: dict) -> list[dict]:
         if name not in names:
             raise UserError(f"sweep.traces: no prompt named {name!r} in sweep.prompts")
     return all_cells
+
+
+# ------------------------------------------------------------------ the work a sweep does
+def plan(settings: dict) -> list[tuple[dict, int, dict]]:
+    """(cell, seed, prompt or conversation) for every job of the sweep, in the order it runs them: a
+    single-turn cell takes every prompt, a multi-turn cell every conversation."""
+    return [
+        (cell, seed, item)
+        for cell in cells(settings)
+        for seed in settings["seeds"]
+        for item in (settings["prompts"] if cell["multi_turn"] is None else settings["conversations"])
+    ]
+
+
+def user_turns(conversation: dict) -> int:
+    return sum(m["role"] == "user" for m in conversation["messages"])
+
+
+def generations(settings: dict) -> int:
+    """The generations the sweep makes: one per prompt job, one per user turn of a conversation job."""
+    return sum(1 if cell["multi_turn"] is None else user_turns(item) for cell, _, item in plan(settings))
+
+
+def positions(settings: dict) -> int:
+    """The most positions one generation of the sweep fills: its longest prompt or whole
+    conversation (a token per character bounds it, with the chat template's markup per message)
+    and every turn's answer."""
+    longest = 0
+    for conv in settings["prompts"] + settings["conversations"]:
+        prompt = sum(len(m["content"]) + 16 for m in conv["messages"])
+        longest = max(longest, prompt + user_turns(conv) * (settings["max_new_tokens"] + 16))
+    return min(settings["n_ctx"], longest)
+
+
+def trace_plan(settings: dict) -> list[tuple[dict, str, bool]]:
+    """(prompt, preset, thinking) for every showcase trace (sweep.traces), in order."""
+    t = settings["traces"]
+    prompts = {p["name"]: p for p in settings["prompts"]}
+    return [
+        (prompts[name], preset, thinking)
+        for name in t["prompts"]
+        for preset in t["presets"]
+        for thinking in t["thinking"]
+    ]

@@ -18,7 +18,7 @@ from qwen3repro.engine.generate import Request
 from qwen3repro.engine.sampler import PRESETS, observers
 from qwen3repro.fsutil import staged_file, write_text_atomic
 from qwen3repro.pipeline.progress import progress_bar
-from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings
+from qwen3repro.sweep.grid import SAMPLING_AXES, check_settings, plan, trace_plan
 from qwen3repro.sweep.statistics import StepStats, distinct_n, repeated_ngram_rate, think_tokens
 from qwen3repro.sweep.traces import TAIL_EDGES, TraceRecorder, check_traces
 
@@ -187,19 +187,13 @@ def run_sweep(
 ) -> tuple[list[dict], list[dict]]:
     """(rows, generations) for every cell, prompt and seed on one file, in the grid's order; `lanes`
     (default sweep.lanes) generations run at once, and one lane runs them one at a time."""
-    all_cells = check_settings(settings)
+    check_settings(settings)
     runner = Runner(gguf, settings, lanes=lanes or settings.get("lanes", 1), share_prompts=share_prompts)
     outputs, jobs = [], []
-    for cell in all_cells:
-        for seed in settings["seeds"]:
-            if cell["multi_turn"] is None:
-                for p in settings["prompts"]:
-                    outputs.append([])
-                    jobs.append(runner.prompt_job(p, cell, seed, outputs[-1]))
-            else:
-                for conv in settings["conversations"]:
-                    outputs.append([])
-                    jobs.append(runner.conversation_job(conv, cell, seed, outputs[-1]))
+    for cell, seed, item in plan(settings):
+        outputs.append([])
+        job = runner.prompt_job if cell["multi_turn"] is None else runner.conversation_job
+        jobs.append(job(item, cell, seed, outputs[-1]))
     run_jobs(runner.generator, progress_bar(jobs, f"{Path(gguf).stem}: sweep generations", total=len(jobs)))
     pairs = [pair for out in outputs for pair in out]
     return [row for row, _ in pairs], [generation for _, generation in pairs]
@@ -210,18 +204,15 @@ def run_traces(gguf: Path | str, settings: dict, along: dict | None = None) -> l
     reference file type's traces file), each is recorded a second time on the reference's tokens,
     so the report can set the two files' distributions side by side on one context."""
     runner = Runner(gguf, settings)
-    t = settings.get("traces", {})
+    t = settings["traces"]
     reference = {(r["prompt"], r["preset"], r["thinking"]): r["tokens"] for r in (along or {}).get("traces", [])}
     traces = []
-    for name in t.get("prompts", []):
-        p = next(p for p in settings["prompts"] if p["name"] == name)
-        for preset_name in t.get("presets", ["thinking", "non-thinking"]):
-            for thinking in t.get("thinking", [True, False]):
-                args = (p["messages"], preset_name, thinking, t.get("seed", 0), t.get("top", 64))
-                traces.append({"prompt": name, **runner.trace(*args)})
-                forced = reference.get((name, preset_name, thinking))
-                if forced:
-                    traces.append({"prompt": name, "along": along["type"], **runner.trace(*args, forced=forced)})
+    for p, preset_name, thinking in trace_plan(settings):
+        args = (p["messages"], preset_name, thinking, t["seed"], t["top"])
+        traces.append({"prompt": p["name"], **runner.trace(*args)})
+        forced = reference.get((p["name"], preset_name, thinking))
+        if forced:
+            traces.append({"prompt": p["name"], "along": along["type"], **runner.trace(*args, forced=forced)})
     return traces
 
 
