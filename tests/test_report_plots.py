@@ -80,6 +80,21 @@ def test_no_share_of_the_roofline_above_100_percent_reaches_the_answers():
     assert "102%" not in answers["fastest decode, llama.cpp"].split(";")[0]
 
 
+def test_the_speed_choice_is_data_a_tie_a_noisy_row_and_an_impossible_share_each_in_its_place():
+    from qwen3repro.report.answers import choose_speed
+
+    bench = bench_rows(
+        {("numpy", "F32"): (10.0, 0.4), ("numpy", "Q8_0"): (9.5, 0.3), ("numpy", "Q4_K_M"): (30.0, 6.0),
+         ("numpy", "Q2_K"): (12.0, 0.3), ("numpy", "Q6_K"): (3.0, 0.1)},
+        shares={("numpy", "Q2_K"): 1.2},
+    )  # fmt: skip
+    choice = choose_speed(bench)
+    assert (choice["type"], choice["test"]) == ("F32", "tg32")
+    assert [t for t, *_ in choice["tied"]] == ["Q8_0"] and [t for t, *_ in choice["noisy"]] == ["Q4_K_M"]
+    assert choice["over"] == [("Q2_K", 1.2)]
+    assert choose_speed(bench_rows({("numpy", "F32"): (10.0, 3.0)})) is None
+
+
 def test_speeds_within_each_others_noise_are_named_as_a_tie_not_ranked():
     bench = bench_rows({("numpy", "F32"): (10.0, 0.4), ("numpy", "Q8_0"): (9.5, 0.3), ("numpy", "Q2_K"): (8.0, 0.3)})
     _, rows = answer_table([section(bench)], 0.01)
@@ -105,7 +120,7 @@ def test_the_speed_plot_leaves_out_noisy_bars():
 
 
 def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_engine_with_its_speed():
-    from qwen3repro.report.answers import memory_answers
+    from qwen3repro.report.answers import choose_memory, memory_answers
 
     trained = ModelSection(
         name="small",
@@ -138,6 +153,14 @@ def test_the_memory_answer_picks_the_least_loss_file_that_fits_each_budget_per_e
             "avg_ts": ts, "peak_rss_bytes": 0.3e9} for t, ts in (("F32", 0.31), ("Q4_K_M", 0.2))]
     )  # fmt: skip
     shape = section(bench)
+    llama_rows = bench[bench["engine"] == "llama.cpp"]
+    klds = {("llama.cpp", t): k for t, k in zip(trained.types["type"], trained.types["llama.cpp kld_mean"])}
+    picks = choose_memory(llama_rows, "llama.cpp", klds, [(0.3, "0.3 GB"), (1, "1 GB"), (4, "4 GB")])
+    assert [(p["type"], p["kld"] is not None, p["speed"]) for p in picks] == [
+        ("Q2_K", False, 27.0),  # nothing fits: the smallest, named
+        ("Q8_0", True, 20.0),  # the least loss that fits; its speed at depth 0, not 512
+        ("F32", True, 9.0),
+    ]
     answers = {q: a for q, a, _ in memory_answers([trained, shape], machine_gb=24)}
     llama = answers["best file that fits in memory, llama.cpp"]
     # neighbouring budgets with the same pick say it once

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from itertools import groupby
 
+import pandas as pd
+
 from qwen3repro.report.inputs import ModelSection
 from qwen3repro.report.tables import NOISY, fmt, has, has_runtime_kld, speed_cell
 from qwen3repro.report.task_report import flip_answers
@@ -32,6 +34,38 @@ def kld_pick(s: ModelSection, max_kld: float):
     return None if within.empty else (within.iloc[0], kld[within.index[0]])
 
 
+def choose_quality(s: ModelSection, sections: list[ModelSection], pick) -> dict | None:
+    """The KLD answer as data: the file `pick` chose (kld_pick's), its figures, and the same type's
+    size and bits per weight in every other model that converted it."""
+    if pick is None:
+        return None
+    best, kld = pick
+    elsewhere = [
+        (other.name, same.iloc[0]["size_mib"], same.iloc[0]["bits_per_weight"])
+        for other in sections
+        if other is not s and not (same := other.types[other.types["type"] == best["type"]]).empty
+    ]
+    return {
+        "type": best["type"],
+        "size_mib": best["size_mib"],
+        "bits_per_weight": best["bits_per_weight"],
+        "kld": kld,
+        "elsewhere": elsewhere,
+    }
+
+
+def word_quality(choice: dict | None) -> str:
+    if choice is None:
+        return "none"
+    answer = (
+        f"{choice['type']}: {fmt(choice['size_mib'], 1)} MiB, {fmt(choice['bits_per_weight'], 2)} bits/weight, "
+        f"KLD {fmt(choice['kld'], 3, sig=True)}"
+    )
+    for model, size, bits in choice["elsewhere"]:
+        answer += f"; at {model}'s size {fmt(size, 1)} MiB, {fmt(bits, 2)} bits/weight"
+    return answer
+
+
 def quality_answers(sections: list[ModelSection], max_kld: float, picks: dict | None = None) -> list[list[str]]:
     """The smallest file within `max_kld` of F32 (`picks`: model -> kld_pick, where already made), and
     its size at true scale where a model of another size converted the same type."""
@@ -40,24 +74,9 @@ def quality_answers(sections: list[ModelSection], max_kld: float, picks: dict | 
         if not has(s, "kld_mean"):
             continue
         both = " (the larger of NumPy's and llama.cpp's)" if has_runtime_kld(s) else ""
-        question = f"smallest file within mean KLD {max_kld:g} of F32{both}"
         pick = picks[s.name] if picks is not None else kld_pick(s, max_kld)
-        if pick is None:
-            rows.append([question, "none", s.name])
-            continue
-        best, kld = pick
-        answer = (
-            f"{best['type']}: {fmt(best['size_mib'], 1)} MiB, {fmt(best['bits_per_weight'], 2)} bits/weight, "
-            f"KLD {fmt(kld, 3, sig=True)}"
-        )
-        for other in sections:
-            same = other.types[other.types["type"] == best["type"]]
-            if other is not s and not same.empty:
-                o = same.iloc[0]
-                answer += (
-                    f"; at {other.name}'s size {fmt(o['size_mib'], 1)} MiB, {fmt(o['bits_per_weight'], 2)} bits/weight"
-                )
-        rows.append([question, answer, s.name])
+        choice = choose_quality(s, sections, pick)
+        rows.append([f"smallest file within mean KLD {max_kld:g} of F32{both}", word_quality(choice), s.name])
     return rows
 
 
@@ -69,51 +88,61 @@ CEILING_OF = {
 }
 
 
+def choose_speed(e) -> dict | None:
+    """The speed answer for one engine's decode rows, as data: the fastest steady row whose share of
+    the roofline is a possible one (at most 100%), the rows within noise of it (a tie is not a
+    ranking), the faster rows too noisy to rank, and the rows above the roofline left out. None where
+    no row is steady."""
+    over = e["ceiling_share"] > 1.0
+    steady = e[(e["stddev_ts"] < NOISY * e["avg_ts"]) & ~over]
+    if steady.empty:
+        return None
+    best = steady.loc[steady["avg_ts"].idxmax()]
+    tied = steady[
+        (steady.index != best.name) & (steady["avg_ts"] + steady["stddev_ts"] >= best["avg_ts"] - best["stddev_ts"])
+    ]
+    noisy = e[(e["stddev_ts"] >= NOISY * e["avg_ts"]) & (e["avg_ts"] > best["avg_ts"]) & ~over]
+    rows = lambda frame: [tuple(r) for r in frame[["model_type", "avg_ts", "stddev_ts"]].to_numpy()]  # noqa: E731
+    return {
+        "type": best["model_type"],
+        "avg_ts": best["avg_ts"],
+        "stddev_ts": best["stddev_ts"],
+        "test": best["test"],
+        "ceiling_share": best["ceiling_share"],
+        "tied": rows(tied),
+        "noisy": rows(noisy),
+        "over": [tuple(r) for r in e[over][["model_type", "ceiling_share"]].to_numpy()],
+    }
+
+
+def word_speed(engine: str, choice: dict | None) -> str:
+    if choice is None:
+        why = f"spread ≥ {NOISY:.0%} of the mean, or a share of the roofline above 100%"
+        return f"no row steady enough to say ({why})"
+    answer = f"{choice['type']}: {speed_cell(choice['avg_ts'], choice['stddev_ts'])} t/s ({choice['test']})"
+    share = choice["ceiling_share"]
+    if share is not None and not math.isnan(share):
+        of = CEILING_OF.get(engine, "its weights in the dtype it computes in")
+        answer += f", {fmt(share, 0, percent=True)} of its bandwidth roofline (bytes read: {of})"
+    listed = lambda rows: ", ".join(f"{t} {fmt(avg, 1)} ± {fmt(sd, 1)}" for t, avg, sd in rows)  # noqa: E731
+    if choice["tied"]:
+        answer += "; within noise of it: " + listed(choice["tied"])
+    if choice["noisy"]:
+        answer += "; measured faster but too noisy to rank: " + listed(choice["noisy"])
+    if choice["over"]:
+        left_out = ", ".join(f"{t} {fmt(share, 0, percent=True)}" for t, share in choice["over"])
+        answer += f"; left out, above 100% of the roofline (probe and bench disagree: measure again): {left_out}"
+    return answer
+
+
 def speed_answers(sections: list[ModelSection]) -> list[list[str]]:
-    """The fastest decode per runtime among steady rows whose share of the roofline is a possible one
-    (at most 100%), with that share of the engine's own ceiling, the rows within noise of it (a tie is
-    not a ranking), and the faster rows too noisy to rank."""
+    """The fastest decode per runtime (choose_speed), worded."""
     rows = []
     for s in sections:
         if s.bench.empty:
             continue
         for engine, e in s.bench[s.bench["test"].str.startswith("tg")].groupby("engine", sort=False):
-            over = e["ceiling_share"] > 1.0
-            steady = e[(e["stddev_ts"] < NOISY * e["avg_ts"]) & ~over]
-            question = f"fastest decode, {engine}"
-            if steady.empty:
-                why = f"spread ≥ {NOISY:.0%} of the mean, or a share of the roofline above 100%"
-                rows.append([question, f"no row steady enough to say ({why})", s.name])
-                continue
-            r = steady.loc[steady["avg_ts"].idxmax()]
-            answer = f"{r['model_type']}: {speed_cell(r['avg_ts'], r['stddev_ts'])} t/s ({r['test']})"
-            if r["ceiling_share"] is not None and not math.isnan(r["ceiling_share"]):
-                of = CEILING_OF.get(engine, "its weights in the dtype it computes in")
-                answer += f", {fmt(r['ceiling_share'], 0, percent=True)} of its bandwidth roofline (bytes read: {of})"
-            tied = steady[
-                (steady.index != r.name) & (steady["avg_ts"] + steady["stddev_ts"] >= r["avg_ts"] - r["stddev_ts"])
-            ]
-            if not tied.empty:
-                answer += "; within noise of it: " + ", ".join(
-                    f"{t} {fmt(avg, 1)} ± {fmt(sd, 1)}"
-                    for t, avg, sd in tied[["model_type", "avg_ts", "stddev_ts"]].to_numpy()
-                )
-            noisy = e[(e["stddev_ts"] >= NOISY * e["avg_ts"]) & (e["avg_ts"] > r["avg_ts"]) & ~over]
-            if not noisy.empty:
-                faster = ", ".join(
-                    f"{t} {fmt(avg, 1)} ± {fmt(sd, 1)}"
-                    for t, avg, sd in noisy[["model_type", "avg_ts", "stddev_ts"]].to_numpy()
-                )
-                answer += f"; measured faster but too noisy to rank: {faster}"
-            if over.any():
-                left_out = ", ".join(
-                    f"{t} {fmt(share, 0, percent=True)}"
-                    for t, share in e[over][["model_type", "ceiling_share"]].to_numpy()
-                )
-                answer += (
-                    f"; left out, above 100% of the roofline (probe and bench disagree: measure again): {left_out}"
-                )
-            rows.append([question, answer, s.name])
+            rows.append([f"fastest decode, {engine}", word_speed(engine, choose_speed(e)), s.name])
     return rows
 
 
@@ -131,7 +160,7 @@ def _quality(sections: list[ModelSection]) -> tuple[dict, dict]:
         for _, r in s.types.iterrows() if has(s, "kld_mean") else []:
             for engine, column in KLD_OF.items():
                 value = r.get(column)
-                if value is not None and value == value and (engine, r["type"]) not in klds:
+                if value is not None and not pd.isna(value) and (engine, r["type"]) not in klds:
                     klds[(engine, r["type"])] = float(value)
                     measured_on[(engine, r["type"])] = s.name
     return klds, measured_on
@@ -162,34 +191,51 @@ def memory_answers(sections: list[ModelSection], machine_gb: float | None = None
         for engine, e in s.bench.groupby("engine", sort=False):
             if engine not in KLD_OF:
                 continue
-            peak = e.groupby("model_type", sort=False)["peak_rss_bytes"].max() / 1e9
-            speeds = _decode_speeds(e)
+            picks = choose_memory(e, engine, klds, budgets)
             depth = e["n_depth"] if "n_depth" in e else 0
             context = int((e["n_prompt"] + e["n_gen"] + depth).max())
-            picks, sources = [], set()
-            for gb, label in budgets:
-                fits = [t for t in peak.index if peak[t] <= gb]
-                scored = sorted((klds[(engine, t)], peak[t], t) for t in fits if (engine, t) in klds)
-                if not fits:
-                    t = peak.idxmin()
-                    pick = f"none (the smallest, {t}, peaks at {peak[t]:.2f} GB)"
-                elif not scored:
-                    pick = ", ".join(fits) + " fit (no quality figures for them)"
-                else:
-                    kld, _, t = scored[0]
-                    sources.add(measured_on[(engine, t)])
-                    speed = f", {fmt(speeds[t], 2, sig=True)} t/s decode" if t in speeds else ""
-                    pick = f"{t} ({peak[t]:.2f} GB, KLD {fmt(kld, 3, sig=True)}{speed})"
-                picks.append((gb, label, pick))
-            borrowed = sorted(sources - {s.name})
+            borrowed = sorted({measured_on[(engine, p["type"])] for p in picks if p["kld"] is not None} - {s.name})
             note = f"peak RSS up to {context} positions"
             if borrowed:
                 note += f"; KLD of {', '.join(borrowed)}'s file of that type"
             # neighbouring budgets with the same pick say it once
-            runs = groupby(picks, key=lambda p: p[2])
+            runs = groupby([(p["gb"], p["label"], word_memory_pick(p)) for p in picks], key=lambda p: p[2])
             answer = "; ".join(f"{_budget_span([p[:2] for p in run])}: {pick}" for pick, run in runs)
             rows.append([f"best file that fits in memory, {engine}", f"{answer} ({note})", s.name])
     return rows
+
+
+def choose_memory(e, engine: str, klds: dict, budgets: list[tuple[float, str]]) -> list[dict]:
+    """Per budget, as data: the file of least mean KLD whose peak RSS fits it ("fits" lists every file
+    that fits where none has a KLD; none fits: the smallest's peak), with its decode speed."""
+    peak = e.groupby("model_type", sort=False)["peak_rss_bytes"].max() / 1e9
+    speeds = _decode_speeds(e)
+    picks = []
+    for gb, label in budgets:
+        fits = [t for t in peak.index if peak[t] <= gb]
+        scored = sorted((klds[(engine, t)], peak[t], t) for t in fits if (engine, t) in klds)
+        t = scored[0][2] if scored else (peak.idxmin() if not fits else None)
+        picks.append(
+            {
+                "gb": gb,
+                "label": label,
+                "type": t,
+                "peak_gb": None if t is None else peak[t],
+                "kld": scored[0][0] if scored else None,
+                "speed": speeds.get(t),
+                "fits": fits,
+            }
+        )
+    return picks
+
+
+def word_memory_pick(p: dict) -> str:
+    if not p["fits"]:
+        return f"none (the smallest, {p['type']}, peaks at {p['peak_gb']:.2f} GB)"
+    if p["kld"] is None:
+        return ", ".join(p["fits"]) + " fit (no quality figures for them)"
+    speed = f", {fmt(p['speed'], 2, sig=True)} t/s decode" if p["speed"] is not None else ""
+    return f"{p['type']} ({p['peak_gb']:.2f} GB, KLD {fmt(p['kld'], 3, sig=True)}{speed})"
 
 
 def _budget_span(span: list[tuple[float, str]]) -> str:

@@ -130,22 +130,33 @@ def flips_vs_bits(s: ModelSection) -> bytes | None:
     return to_png(fig)
 
 
+def choose_flips(s: ModelSection, max_flips: float) -> dict | None:
+    """The flips answer as data: the smallest file whose worst flip rate (over sets and runtimes)
+    is at most `max_flips`, its size and that rate; None where no file keeps within it."""
+    worst = s.tasks.groupby("type")["flip_rate"].max()
+    sizes = s.types.set_index("type")["size_mib"]
+    within = sorted((sizes[t], t) for t, rate in worst.items() if rate <= max_flips)
+    if not within:
+        return None
+    size, best = within[0]
+    return {"type": best, "size_mib": size, "worst_flip_rate": worst[best]}
+
+
 def flip_answers(sections: list[ModelSection], max_flips: float, kld_pick: dict) -> list[list[str]]:
-    """The smallest file whose flip rate stays at most `max_flips` on every task set in every
-    runtime, and whether it is the file the KLD answer picks (`kld_pick`: model -> type or None)."""
+    """choose_flips per model, worded, and whether it is the file the KLD answer picks (`kld_pick`:
+    model -> type or None)."""
     rows = []
     for s in sections:
         if s.tasks is None or s.tasks.empty:
             continue
-        worst = s.tasks.groupby("type")["flip_rate"].max()
-        sizes = s.types.set_index("type")["size_mib"]
-        within = sorted((sizes[t], t) for t, rate in worst.items() if rate <= max_flips)
         question = f"smallest file whose flip rate against F32 stays at most {max_flips:.0%} (every set, every runtime)"
-        if not within:
+        choice = choose_flips(s, max_flips)
+        if choice is None:
             rows.append([question, "none", s.name])
             continue
-        size, best = within[0]
-        answer = f"{best}: {fmt(size, 1)} MiB, worst flip rate {fmt(worst[best], 1, percent=True)}"
+        best = choice["type"]
+        worst = fmt(choice["worst_flip_rate"], 1, percent=True)
+        answer = f"{best}: {fmt(choice['size_mib'], 1)} MiB, worst flip rate {worst}"
         other = kld_pick.get(s.name)
         if other == best:
             answer += "; the KLD answer picks the same file"
