@@ -82,7 +82,7 @@ def quality_answers(sections: list[ModelSection], max_kld: float, picks: dict | 
 
 # what each engine's roofline counts as read per token
 CEILING_OF = {
-    "numpy": "its float32 weights, the same for every file type: it computes in float32",
+    "numpy": "its float32 weights, whatever the file type",
     "numpy-low-memory": "the file's own blocks, read and dequantized again for every token",
     "llama.cpp": "the file's own blocks",
 }
@@ -122,7 +122,7 @@ def word_speed(engine: str, choice: dict | None) -> str:
     answer = f"{choice['type']}: {speed_cell(choice['avg_ts'], choice['stddev_ts'])} t/s ({choice['test']})"
     share = choice["ceiling_share"]
     if share is not None and not math.isnan(share):
-        of = CEILING_OF.get(engine, "its weights in the dtype it computes in")
+        of = CEILING_OF.get(engine, "its weights in its compute dtype")
         answer += f", {fmt(share, 0, percent=True)} of its bandwidth roofline (bytes read: {of})"
     listed = lambda rows: ", ".join(f"{t} {fmt(avg, 1)} ± {fmt(sd, 1)}" for t, avg, sd in rows)  # noqa: E731
     if choice["tied"]:
@@ -253,7 +253,10 @@ def sampling_answers(sections: list[ModelSection]) -> list[list[str]]:
     rows = []
     for s in sections:
         for file_type, frame in list(s.sweeps.items())[:1]:
-            presets = frame[(frame["grid"] == "presets-x-thinking") & frame["thinking"].eq(True)]
+            # Qwen3's two sampling presets; greedy (argmax) samples nothing
+            presets = frame[
+                (frame["grid"] == "presets-x-thinking") & frame["thinking"].eq(True) & frame["preset"].ne("greedy")
+            ]
             parts = []
             for preset, r in presets.groupby("preset", sort=False):
                 first = r.iloc[0]
