@@ -22,10 +22,10 @@ from qwen3repro.report.tables import (
     model_card,
     sweep_table,
     tensor_error_table,
-    trajectory_table,
     transformers_rows,
     weight_error_table,
 )
+from qwen3repro.report.trajectory_table import trajectory_table
 from qwen3repro.sweep.traces import TAIL_EDGES
 
 
