@@ -17,10 +17,6 @@ rule verify:
             if runs(config, w.model, "perplexity")
             else []
         ),
-        # a new reference is verified again (a model without one has nothing to wait for)
-        reference=lambda w: [
-            p for p in [Path(workflow.basedir) / config["verify"]["references"] / f"{w.model}.yaml"] if p.is_file()
-        ],
     output:
         "results/verify/{model}.json",
     log:
