@@ -198,7 +198,8 @@ def train(
             f"{s['batch_size']} x {s['seq_len'] + 1}"
         )
     vocab = Vocabulary(train_tokens, arch["vocab_size"])
-    run = _Run(s, held_out_windows(held_out_tokens, s["seq_len"], s["eval_windows"]), tokenizer_json)
+    distinct_train_tokens = len(vocab.seen)  # the pretraining rows; chat tuning adds the conversations' tokens
+    run = _Run(s, chat, held_out_windows(held_out_tokens, s["seq_len"], s["eval_windows"]), tokenizer_json)
     if chat:
         conversations = chat_tuning.examples(train_texts, tokenizer_json, chat, seed)
         run.held_out_chat = chat_tuning.held_out_set(
@@ -252,7 +253,7 @@ def train(
         "n_parameters": architecture.n_parameters(arch),
         "steps_done": run.curve[-1]["step"],
         "train_tokens": int(len(train_tokens)),
-        "distinct_train_tokens": int(len(Vocabulary(train_tokens, vocab.size).seen)),
+        "distinct_train_tokens": distinct_train_tokens,
         "held_out_tokens": int(len(held_out_tokens)),
         "held_out_works": sorted(held_out_texts),
         "initial_held_out_loss": run.curve[0]["held_out_loss"],
@@ -274,14 +275,14 @@ def train(
 class _Run:
     """One training run's clock, curve and trajectory across its phases."""
 
-    def __init__(self, s: dict, windows: np.ndarray, tokenizer_json: Path):
+    def __init__(self, s: dict, chat: dict | None, windows: np.ndarray, tokenizer_json: Path):
         from tokenizers import Tokenizer
 
         from qwen3repro.engine.chat_template import render
 
         self.s, self.windows, self.held_out_chat = s, windows, None
         self.curve, self.snapshots, self.started = [], [], time.perf_counter()
-        self.total_steps = s["steps"] + (chat_tuning.check_settings(s["chat"]) or {"steps": 0})["steps"]
+        self.total_steps = s["steps"] + (chat["steps"] if chat else 0)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
         template = files("qwen3repro.data").joinpath("qwen3-chat-template.jinja").read_text("utf-8")
         self.prompt = self.tokenizer.encode(render(template, trajectory.PROMPT), add_special_tokens=False).ids
