@@ -1,19 +1,17 @@
-"""Rule perplexity: llama-perplexity's PPL of one file type and its KL-divergence against F32."""
+"""Rule perplexity: one file type's PPL and KL-divergence against F32, gathered from the parts."""
 
-from qwen3repro.accuracy.perplexity import write_perplexity
+from qwen3repro.accuracy.perplexity_parts import gather_perplexity
+from qwen3repro.pipeline.parts import by_runtime
 from qwen3repro.pipeline.rulelog import rule_log
-from qwen3repro.pipeline.threads import limit_threads
 
 with rule_log(snakemake):
-    limit_threads(snakemake.threads)
-    write_perplexity(
-        snakemake.input.gguf,
-        snakemake.input.base,
-        snakemake.input.corpus,
+    gather_perplexity(
+        by_runtime(snakemake.input.parts),
         snakemake.output[0],
         snakemake.params.settings,
         model=snakemake.wildcards.model,
         file_type=snakemake.wildcards.type,
-        threads=snakemake.threads,
+        gguf=snakemake.input.gguf,
+        base_gguf=snakemake.input.base,
         low_memory=snakemake.params.low_memory,
     )

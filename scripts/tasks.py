@@ -1,19 +1,18 @@
-"""Rule tasks: one file type's task accuracy, flips and loss along the F32 file's generations."""
+"""Rule tasks: one file type's task accuracy, flips and loss along the F32 file's generations,
+gathered from the parts."""
 
-from qwen3repro.accuracy.task_run import write_tasks_result
+from qwen3repro.accuracy.task_parts import gather_tasks
+from qwen3repro.pipeline.parts import by_runtime
 from qwen3repro.pipeline.rulelog import rule_log
-from qwen3repro.pipeline.threads import limit_threads
 
 with rule_log(snakemake):
-    limit_threads(snakemake.threads)
-    write_tasks_result(
-        snakemake.input.gguf,
-        snakemake.input.base,
+    gather_tasks(
+        by_runtime(snakemake.input.parts),
         snakemake.params.sets,
-        snakemake.params.settings,
         snakemake.output[0],
         model=snakemake.wildcards.model,
         file_type=snakemake.wildcards.type,
+        gguf=snakemake.input.gguf,
+        base_gguf=snakemake.input.base,
         generations=snakemake.input.generations or None,
-        threads=snakemake.threads,
     )

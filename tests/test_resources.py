@@ -25,8 +25,15 @@ def test_time_limits_count_the_work_of_the_job(tiny_f32, tmp_path):
         tiny_f32, "F32", check, 1
     )
     ppl = {**config["perplexity"], "chunks": 2}
-    assert resources.perplexity_minutes(tiny_f32, tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
-        resources.perplexity_minutes(tiny_f32, tmp_path / "none", ppl, 1)
+    assert resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
+        resources.perplexity_minutes([tiny_f32], tmp_path / "none", ppl, 1)
+    )
+    # a part's share of the chunks: more parts, less each; every file type scored in each part
+    assert resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000, "parts": 8}, 1) < (
+        resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1)
+    )
+    assert resources.perplexity_minutes([tiny_f32] * 9, tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
+        resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1)
     )
     # more threads, less time, for the compute-bound stages; the IQ types and importance weights cost more
     n = resources.n_weights_of_gguf(tiny_f32)
@@ -41,24 +48,25 @@ def test_time_limits_count_the_work_of_the_job(tiny_f32, tmp_path):
 def test_a_file_not_written_yet_gets_a_placeholder_as_in_a_dry_run(tmp_path):
     missing = tmp_path / "not-yet.gguf"
     assert resources.check_mb(missing, 512) == resources.gguf_mb(missing) == resources.PLACEHOLDER_MB
-    assert resources.perplexity_mb(missing, missing) == resources.PLACEHOLDER_MB
+    assert resources.perplexity_mb(missing) == resources.PLACEHOLDER_MB
     check = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})["check"]
     assert resources.check_minutes(missing, "Q8_0", check, 1) == resources.minutes(0)
 
 
 def test_a_perplexity_job_over_the_memory_budget_streams_its_weights_and_asks_for_less(tiny_f32):
     settings = {"n_ctx": 512, "runtimes": ["numpy"]}
-    resident = resources.perplexity_mb(tiny_f32, tiny_f32, 512)
-    streamed = resources.perplexity_mb(tiny_f32, tiny_f32, 512, low_memory=True, llama_cpp=False)
+    resident = resources.perplexity_mb(tiny_f32, 512, llama_cpp=False)
+    streamed = resources.perplexity_mb(tiny_f32, 512, low_memory=True, llama_cpp=False)
     assert streamed < resident
-    assert not resources.perplexity_low_memory(tiny_f32, tiny_f32, settings, budget_mb=resident)
-    assert resources.perplexity_low_memory(tiny_f32, tiny_f32, settings, budget_mb=resident - 1)
-    assert not resources.perplexity_low_memory(tiny_f32, tiny_f32, settings, budget_mb=None)  # this machine's
+    assert not resources.perplexity_low_memory(tiny_f32, settings, budget_mb=resident)
+    assert resources.perplexity_low_memory(tiny_f32, settings, budget_mb=resident - 1)
+    assert not resources.perplexity_low_memory(tiny_f32, settings, budget_mb=None)  # this machine's
     # llama.cpp maps the file beside the engine's streamed layers
-    with_llama = resources.perplexity_mb(tiny_f32, tiny_f32, 512, low_memory=True, llama_cpp=True)
+    with_llama = resources.perplexity_mb(tiny_f32, 512, low_memory=True, llama_cpp=True)
     assert with_llama >= streamed and with_llama >= tiny_f32.stat().st_size // resources.MiB
-    assert resources.perplexity_minutes(tiny_f32, tiny_f32, {**settings, "chunks": 4}, 1, low_memory=True) >= (
-        resources.perplexity_minutes(tiny_f32, tiny_f32, {**settings, "chunks": 4}, 1)
+    ppl = {**settings, "chunks": 4, "parts": 1}
+    assert resources.perplexity_minutes([tiny_f32], tiny_f32, ppl, 1, low_memory=True) >= (
+        resources.perplexity_minutes([tiny_f32], tiny_f32, ppl, 1)
     )
 
 

@@ -10,7 +10,7 @@ rule corpus:
         "results/logs/corpus/perplexity.log",
     benchmark:
         "results/benchmarks/corpus/perplexity.tsv"
-    priority: 1  # seconds of work that a trained model's chain waits on (critical_path)
+    priority: longest_chain("corpus")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -32,7 +32,7 @@ rule check:
         "results/logs/check/{model}-{type}.log",
     benchmark:
         "results/benchmarks/check/{model}-{type}.tsv"
-    priority: critical_path
+    priority: longest_chain("check")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -60,23 +60,48 @@ rule check_table:
         "../../scripts/check_table.py"
 
 
-rule perplexity:
+rule perplexity_part:
     input:
-        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        ggufs=model_ggufs,
         base="results/gguf/{model}/{model}-F32.gguf",
         corpus="results/corpus/perplexity.txt",
+    output:
+        "results/perplexity/{model}/parts/{runtime}-{part}.npz",
+    log:
+        "results/logs/perplexity_part/{model}-{runtime}-{part}.log",
+    benchmark:
+        "results/benchmarks/perplexity_part/{model}-{runtime}-{part}.tsv"
+    wildcard_constraints:
+        runtime="numpy|llama.cpp",
+        part=r"\d+",
+    priority: longest_chain("perplexity_part")
+    conda:
+        "../../envs/qwen3repro.yaml"
+    threads: 1
+    resources:
+        **needs("perplexity_part"),
+    params:
+        settings=lambda w: settings(w, "perplexity"),
+        types=lambda w: file_variants(config, w.model),
+        low_memory=perplexity_low_memory,
+    script:
+        "../../scripts/perplexity_part.py"
+
+
+rule perplexity:
+    input:
+        parts=lambda w: stage_parts(w, "perplexity"),
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        base="results/gguf/{model}/{model}-F32.gguf",
     output:
         "results/perplexity/{model}/{type}.json",
     log:
         "results/logs/perplexity/{model}-{type}.log",
     benchmark:
         "results/benchmarks/perplexity/{model}-{type}.tsv"
-    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        **needs("perplexity"),
     params:
         settings=lambda w: settings(w, "perplexity"),
         low_memory=perplexity_low_memory,

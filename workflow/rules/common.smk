@@ -5,7 +5,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from qwen3repro.pipeline import jobs
+from qwen3repro.pipeline import jobs, priorities
+from qwen3repro.pipeline.parts import part_files
 from qwen3repro.bench.runtimes import GGUF_ENGINES
 from qwen3repro.config import file_variants, model_settings, runs
 from qwen3repro.accuracy.task_sets import active_sets, set_file, set_format
@@ -44,14 +45,12 @@ def trained(wildcards):
     return config["models"][wildcards.model]["source"] == "trained"
 
 
-def critical_path(wildcards):
-    """A trained model's jobs first: training and the checks, perplexities and sweeps that wait on
-    it are the run's longest chain, and everything else fits around them."""
-    return 1 if trained(wildcards) else 0
+def longest_chain(rule):
+    """A job's priority: the number of jobs on the longest chain waiting on it, read from the DAG
+    (qwen3repro.pipeline.priorities), so that long chains start first."""
+    return lambda wildcards: priorities.chain_priority(workflow.dag, rule, dict(wildcards.items()))
 
 
-# Threads come from the config, never from --cores: a cluster executor has no core count, and a
-# job's thread count is part of what it measures (the benchmarks) or computes (training).
 THREADS = config["cluster"]["threads"]
 BENCH_THREADS = config["bench"]["threads"]
 
@@ -67,6 +66,19 @@ def needs(rule):
     """A rule's memory and time limit (qwen3repro.pipeline.jobs.RULES); a rule with none there takes the
     profile's default-resources."""
     return jobs.needs(config, rule)
+
+
+def model_ggufs(wildcards):
+    """Every file type of the job's model, in the config's order (the part jobs score them all)."""
+    return expand(
+        "results/gguf/{model}/{model}-{type}.gguf", model=wildcards.model, type=file_variants(config, wildcards.model)
+    )
+
+
+def stage_parts(wildcards, stage):
+    """A scattered stage's part files for the job's model: each runtime's `parts`."""
+    found = settings(wildcards, stage)
+    return part_files(f"results/{stage}/{wildcards.model}/parts", found["runtimes"], found["parts"])
 
 
 def gguf_files():

@@ -14,7 +14,7 @@ rule convert:
         "results/logs/convert/{model}-{type}.log",
     benchmark:
         "results/benchmarks/convert/{model}-{type}.tsv"
-    priority: critical_path
+    priority: longest_chain("convert")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: THREADS
@@ -34,7 +34,7 @@ rule calibration:
         "results/logs/corpus/calibration.log",
     benchmark:
         "results/benchmarks/corpus/calibration.tsv"
-    priority: 1  # seconds of work that a trained model's chain waits on (critical_path)
+    priority: longest_chain("calibration")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -55,7 +55,7 @@ rule imatrix:
         "results/logs/imatrix/{model}.log",
     benchmark:
         "results/benchmarks/imatrix/{model}.tsv"
-    priority: critical_path
+    priority: longest_chain("imatrix")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1  # pinned: OpenBLAS on one thread (qwen3repro.numerics)

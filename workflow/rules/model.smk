@@ -10,7 +10,7 @@ rule get_model:
         "results/logs/get_model/{model}.log",
     benchmark:
         "results/benchmarks/get_model/{model}.tsv"
-    priority: critical_path
+    priority: longest_chain("get_model")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: model_threads

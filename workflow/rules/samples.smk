@@ -12,7 +12,7 @@ rule samples:
         "results/logs/samples/{model}.log",
     benchmark:
         "results/benchmarks/samples/{model}.tsv"
-    priority: critical_path
+    priority: longest_chain("samples")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: THREADS

@@ -13,7 +13,7 @@ rule sweep:
         "results/logs/sweep/{model}-{type}.log",
     benchmark:
         "results/benchmarks/sweep/{model}-{type}.tsv"
-    priority: critical_path
+    priority: longest_chain("sweep")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -35,7 +35,7 @@ rule traces:
         "results/logs/traces/{model}-{type}.log",
     benchmark:
         "results/benchmarks/traces/{model}-{type}.tsv"
-    priority: critical_path
+    priority: longest_chain("traces")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1

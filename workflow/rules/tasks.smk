@@ -31,7 +31,7 @@ rule generations:
         "results/logs/generations/{model}.log",
     benchmark:
         "results/benchmarks/generations/{model}.tsv"
-    priority: critical_path
+    priority: longest_chain("generations")
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
@@ -43,11 +43,40 @@ rule generations:
         "../../scripts/generations.py"
 
 
-rule tasks:
+rule task_part:
     input:
-        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        ggufs=model_ggufs,
         base="results/gguf/{model}/{model}-F32.gguf",
         sets=task_set_files,
+        generations=generations_input,
+    output:
+        "results/tasks/{model}/parts/{runtime}-{part}.npz",
+    log:
+        "results/logs/task_part/{model}-{runtime}-{part}.log",
+    benchmark:
+        "results/benchmarks/task_part/{model}-{runtime}-{part}.tsv"
+    wildcard_constraints:
+        runtime="numpy|llama.cpp",
+        part=r"\d+",
+    priority: longest_chain("task_part")
+    conda:
+        "../../envs/qwen3repro.yaml"
+    threads: 1
+    resources:
+        **needs("task_part"),
+    params:
+        settings=lambda w: settings(w, "tasks"),
+        types=lambda w: file_variants(config, w.model),
+        sets=task_sets,
+    script:
+        "../../scripts/task_part.py"
+
+
+rule tasks:
+    input:
+        parts=lambda w: stage_parts(w, "tasks"),
+        gguf="results/gguf/{model}/{model}-{type}.gguf",
+        base="results/gguf/{model}/{model}-F32.gguf",
         generations=generations_input,
     output:
         "results/tasks/{model}/{type}.json",
@@ -55,14 +84,10 @@ rule tasks:
         "results/logs/tasks/{model}-{type}.log",
     benchmark:
         "results/benchmarks/tasks/{model}-{type}.tsv"
-    priority: critical_path
     conda:
         "../../envs/qwen3repro.yaml"
     threads: 1
-    resources:
-        **needs("tasks"),
     params:
-        settings=lambda w: settings(w, "tasks"),
         sets=task_sets,
     script:
         "../../scripts/tasks.py"

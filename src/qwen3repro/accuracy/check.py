@@ -172,12 +172,18 @@ def check_file(
 
 
 def differing_tensors(
-    model_dir: Path | str, gguf: Path | str, type_name: str, imatrix: Path | str | None = None
+    model_dir: Path | str,
+    gguf: Path | str,
+    type_name: str,
+    imatrix: Path | str | None = None,
+    reencode: bool = False,
 ) -> tuple[int, list[str]]:
     """(tensors checked, names of those that are not byte for byte what the converter makes of the
     source weights at `type_name`, with the importance matrix `imatrix` if one made the file): a file
-    changed after conversion, or made of other weights."""
-    from qwen3repro.convert.converter import encode, importance_of, load_imatrix, plan_tensors
+    changed after conversion, or made of other weights. By the conversion's record (the digests of
+    each tensor as encoded and of its source, in the .json beside the file), or with `reencode`
+    (or a file without that record) by encoding every tensor again."""
+    from qwen3repro.convert.converter import importance_of, load_imatrix, plan_tensors
     from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, read_config
     from qwen3repro.gguf_file import GGUFFile
 
@@ -185,19 +191,62 @@ def differing_tensors(
     source = SafetensorsSource(model_dir)
     arch = architecture_of(read_config(model_dir))
     names, shapes, types, _ = plan_tensors(arch, source, type_name, has_imatrix=imatrix is not None)
-    matrix = load_imatrix(imatrix, shapes)[0] if imatrix is not None else None
+    record = None if reencode else _conversion_record(gguf)
+    if record is None:
+        matrix = load_imatrix(imatrix, shapes)[0] if imatrix is not None else None
+        same = lambda n, raw: _encodes_to(source.load(names[n]), types[n], importance_of(matrix, n), raw)  # noqa: E731
+    else:
+        same = _recorded(record, source, names, imatrix)
     with GGUFFile(gguf) as f:
         differing = sorted(set(f.tensors) - set(shapes))
         for n, shape in shapes.items():
             info = f.tensors.get(n)
-            if info is None or info.type != types[n] or info.shape != shape:
-                differing.append(n)
-                continue
-            encoded = encode(source.load(names[n]), types[n], threads=1, importance=importance_of(matrix, n))
-            encoded = np.ascontiguousarray(encoded)
-            if not np.array_equal(encoded.reshape(-1).view(np.uint8), f.raw(n)):
+            if info is None or info.type != types[n] or info.shape != shape or not same(n, f.raw(n)):
                 differing.append(n)
     return len(shapes), differing
+
+
+def _encodes_to(data: np.ndarray, qtype, importance, raw: np.ndarray) -> bool:
+    from qwen3repro.convert.converter import encode
+
+    encoded = np.ascontiguousarray(encode(data, qtype, threads=1, importance=importance))
+    return np.array_equal(encoded.reshape(-1).view(np.uint8), raw)
+
+
+def _conversion_record(gguf: Path | str) -> dict | None:
+    """The converter's manifest beside the file, if it records every tensor's digests."""
+    path = Path(gguf).with_suffix(".json")
+    try:
+        record = json.loads(path.read_text("utf-8"))
+        tensors = {t["name"]: t for t in record["tensors"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: no conversion record; every tensor is encoded again to check the file", path)
+        return None
+    if not all("sha256" in t and "source_sha256" in t for t in tensors.values()):
+        log.warning("%s: the conversion record has no tensor digests; every tensor is encoded again", path)
+        return None
+    return {**record, "tensors": tensors}
+
+
+def _recorded(record: dict, source, names: dict, imatrix: Path | str | None):
+    """Whether a tensor is the one the record says the converter wrote, from these source weights,
+    with this importance matrix (a tensor quantized with another matrix, or with one where none is
+    given now, differs)."""
+    from qwen3repro.convert.converter import bytes_sha256
+    from qwen3repro.convert.quants import TAKES_IMATRIX
+    from qwen3repro.fsutil import sha256_file
+
+    given = sha256_file(imatrix) if imatrix is not None else None
+    other_matrix = given != record.get("imatrix", {}).get("sha256")
+    takes_imatrix = {t.name for t in TAKES_IMATRIX}
+
+    def same(n: str, raw: np.ndarray) -> bool:
+        entry = record["tensors"].get(n)
+        if entry is None or (other_matrix and entry["type"] in takes_imatrix):
+            return False
+        return bytes_sha256(raw) == entry["sha256"] and bytes_sha256(source.load(names[n])) == entry["source_sha256"]
+
+    return same
 
 
 def _metrics(s: dict, max_abs: float, mean_abs: float, per_prompt: list[dict], greedy_tokens: int) -> dict:
@@ -260,7 +309,9 @@ def write_check(
     base_type, with_imatrix = split_variant(file_type)
     if with_imatrix and imatrix is None:
         raise UserError(f"{gguf}: a {file_type} file is checked against the importance matrix that made it; none given")
-    n_tensors, differing = differing_tensors(model_dir, gguf, base_type, imatrix if with_imatrix else None)
+    n_tensors, differing = differing_tensors(
+        model_dir, gguf, base_type, imatrix if with_imatrix else None, settings["reencode"]
+    )
     result = check_file(
         model_dir,
         gguf,

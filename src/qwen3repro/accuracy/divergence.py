@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qwen3repro.engine.logprobs import ROWS, log_softmax
+from qwen3repro.engine.logprobs import log_softmax
+
+# Positions compared at a time: a few rows keep the float64 working arrays in the CPU's cache (at 64
+# rows they are 78 MB each, and the comparison runs at memory speed). Every figure is per row, so
+# the block size changes no bit (tests/test_divergence.py).
+ROWS = 4
 
 
 @dataclass
@@ -58,38 +63,63 @@ def llama_perplexity_base(base_logits: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return stored.astype(np.float64), stored > np.float32(-16)
 
 
+class BaseDistribution:
+    """A base model's next-token distributions over [n, vocab] logits, prepared once to compare any
+    number of models with (the perplexity and task stages compare every file type with one F32
+    pass). `base`: "exact", or "llama-perplexity" (as llama-perplexity stores it; the module's note).
+    Held in blocks of ROWS positions: the float64 log-probabilities and probabilities, 16 bytes a
+    logit, so a caller bounds how many positions it prepares at once."""
+
+    def __init__(self, base_logits: np.ndarray, base: str = "exact"):
+        self.logits, self.base, self.blocks = base_logits, base, []
+        for first in range(0, len(base_logits), ROWS):
+            rows = base_logits[first : first + ROWS]
+            if base == "llama-perplexity":
+                log_probs, kept = llama_perplexity_base(rows)
+                top = log_probs.argmax(axis=-1)
+            else:
+                log_probs, kept, top = log_softmax(rows), None, rows.argmax(axis=-1)
+            self.blocks.append((log_probs, np.exp(log_probs), kept, top))
+
+    def compare(self, logits: np.ndarray, targets: np.ndarray | None = None, dlogits: bool = True) -> Positions:
+        """KL(base || Q), argmax agreement and |Δlogit| per position (zeros where `dlogits` is false:
+        llama-perplexity's statistics do not read them); with `targets` (the next token at each
+        position) also both NLLs."""
+        if self.logits.shape != logits.shape:
+            raise ValueError(f"logits of shape {logits.shape} against base logits of shape {self.logits.shape}")
+        parts = []
+        for first, (base_lp, base_p, kept, base_top) in zip(range(0, len(logits), ROWS), self.blocks):
+            rows = slice(first, first + ROWS)
+            lp = log_softmax(logits[rows])
+            terms = base_p * (base_lp - lp)
+            kld = (terms if kept is None else np.where(kept, terms, 0.0)).sum(axis=-1)
+            if dlogits:
+                diff = np.abs(logits[rows].astype(np.float64) - self.logits[rows])
+                max_abs, sum_abs = diff.max(axis=-1), diff.sum(axis=-1)
+            else:
+                max_abs = sum_abs = np.zeros(len(lp))
+            part = {
+                "kld": kld,
+                "same_top": base_top == logits[rows].argmax(axis=-1),
+                "max_abs_dlogit": max_abs,
+                "sum_abs_dlogit": sum_abs,
+            }
+            if targets is not None:
+                index = (np.arange(len(lp)), targets[rows])
+                part["nll"], part["nll_base"] = -lp[index], -base_lp[index]
+            parts.append(part)
+        return Positions(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
 def compare(
     base_logits: np.ndarray, logits: np.ndarray, targets: np.ndarray | None = None, base: str = "exact"
 ) -> Positions:
     """KL(base || Q), argmax agreement and |Δlogit| per position; with `targets` (the next token at
     each position) also both NLLs. `base`: "exact", or "llama-perplexity" (the base distribution as
-    llama-perplexity stores it, see the module's note). In blocks of ROWS positions to bound memory."""
+    llama-perplexity stores it, see the module's note)."""
     if base_logits.shape != logits.shape:
         raise ValueError(f"logits of shape {logits.shape} against base logits of shape {base_logits.shape}")
-    parts = []
-    for first in range(0, len(logits), ROWS):
-        rows = slice(first, first + ROWS)
-        lp = log_softmax(logits[rows])
-        if base == "llama-perplexity":
-            base_lp, kept = llama_perplexity_base(base_logits[rows])
-            kld = np.where(kept, np.exp(base_lp) * (base_lp - lp), 0.0).sum(axis=-1)
-            base_top = base_lp.argmax(axis=-1)
-        else:
-            base_lp = log_softmax(base_logits[rows])
-            kld = (np.exp(base_lp) * (base_lp - lp)).sum(axis=-1)
-            base_top = base_logits[rows].argmax(axis=-1)
-        diff = np.abs(logits[rows].astype(np.float64) - base_logits[rows])
-        part = {
-            "kld": kld,
-            "same_top": base_top == logits[rows].argmax(axis=-1),
-            "max_abs_dlogit": diff.max(axis=-1),
-            "sum_abs_dlogit": diff.sum(axis=-1),
-        }
-        if targets is not None:
-            index = (np.arange(len(lp)), targets[rows])
-            part["nll"], part["nll_base"] = -lp[index], -base_lp[index]
-        parts.append(part)
-    return Positions(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    return BaseDistribution(base_logits, base).compare(logits, targets)
 
 
 def mean_and_error(total: float, total2: float, count: int) -> tuple[float, float]:

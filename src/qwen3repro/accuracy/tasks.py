@@ -168,10 +168,17 @@ def score_tasks(
             klds.append(answer_kld(base_item, item))
             base_items.append({k: v for k, v in base_item.items() if k != "rows"})
         items.append({k: v for k, v in item.items() if k != "rows"})
+    chances = [1 / len(t.endings) for t in tasks]
+    return set_result(fmt, items, chances, base_items if base_logits_of is not None else None, klds)
+
+
+def set_result(fmt: str, items: list[dict], chances: list[float], base_items: list[dict] | None, klds) -> dict:
+    """A set's figures from its items' choices (`chosen`, `correct`), in the tasks' order; with the
+    base's choices, the flips and the answers' mean KLD."""
     result = {"format": fmt, **accuracy(items), "chosen": [i["chosen"] for i in items]}
-    result["chance"] = float(np.mean([1 / len(t.endings) for t in tasks]))  # the accuracy of a guess
+    result["chance"] = float(np.mean(chances))  # the accuracy of a guess
     result["line"] = result_line(fmt, result["correct"], result["tasks"])
-    if base_logits_of is not None:
+    if base_items is not None:
         result |= flips(base_items, items)
         result["answer_kld_mean"] = float(np.mean(klds))
         result["base_accuracy"] = accuracy(base_items)["accuracy"]

@@ -7,6 +7,7 @@ quantized and written one at a time, so memory stays near one tensor, not one mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -147,6 +148,11 @@ def warn_about(plan: FilePlan, file: str) -> None:
         log.warning("%s", warning)
 
 
+def bytes_sha256(array: np.ndarray) -> str:
+    """The sha256 of an array's bytes in memory order (a source tensor as loaded, or an encoded one)."""
+    return hashlib.sha256(np.ascontiguousarray(array).reshape(-1).view(np.uint8)).hexdigest()
+
+
 def write_tensors(
     writer: gguf.GGUFWriter, plan: FilePlan, source: SafetensorsSource, threads: int | None
 ) -> list[dict]:
@@ -159,8 +165,9 @@ def write_tensors(
             data = source.load(plan.names[n])
             encoded = encode(data, plan.types[n], threads, plan.importance(n))
             error = relative_rms_error(data, encoded, plan.types[n], threads)
+            digests = {"sha256": bytes_sha256(encoded), "source_sha256": bytes_sha256(data)}
             del data
-            yield n, encoded, error
+            yield n, encoded, error, digests
 
     with ThreadPoolExecutor(1) as worker:
         tensors_ahead = prefetched(encoded_tensors(), worker)
@@ -171,14 +178,15 @@ def write_tensors(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         tensors = []
-        for n, encoded, error in tensors_ahead:
+        for n, encoded, error, digests in tensors_ahead:
             writer.write_tensor_data(encoded)
             entry = {"name": n, "type": plan.types[n].name, "shape": list(plan.shapes[n]), "bytes": int(encoded.nbytes)}
             if n in plan.requested:
                 entry["requested_type"] = plan.requested[n].name
             if plan.matrix is not None:
                 entry["imatrix"] = plan.importance(n) is not None and plan.types[n] in quants.TAKES_IMATRIX
-            tensors.append({**entry, "relative_rms_error": error})
+            # the check proves the file is this conversion's from these digests, without encoding again
+            tensors.append({**entry, "relative_rms_error": error, **digests})
             log.info("%-28s %-5s %s", n, plan.types[n].name, plan.shapes[n])
     return tensors
 

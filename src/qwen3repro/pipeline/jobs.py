@@ -37,25 +37,19 @@ class Job:
 
 def perplexity_low_memory(job: Job) -> bool:
     """Low-memory mode where the weights in float32 would not fit a job (cluster.mem_mb)."""
-    return resources.perplexity_low_memory(
-        job.input.gguf, job.input.base, job.settings("perplexity"), job.config["cluster"]["mem_mb"]
-    )
+    return resources.perplexity_low_memory(job.input.base, job.settings("perplexity"), job.config["cluster"]["mem_mb"])
 
 
 def _perplexity_mb(job: Job) -> int:
     perplexity = job.settings("perplexity")
     return resources.perplexity_mb(
-        job.input.gguf,
-        job.input.base,
-        perplexity["n_ctx"],
-        perplexity_low_memory(job),
-        "llama.cpp" in perplexity["runtimes"],
+        job.input.base, perplexity["n_ctx"], perplexity_low_memory(job), job.wildcards.runtime == "llama.cpp"
     )
 
 
 def _perplexity_minutes(job: Job) -> int:
     return resources.perplexity_minutes(
-        job.input.gguf, job.input.corpus, job.settings("perplexity"), job.threads, perplexity_low_memory(job)
+        job.input.ggufs, job.input.corpus, job.settings("perplexity"), job.threads, perplexity_low_memory(job)
     )
 
 
@@ -79,7 +73,7 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
         lambda j: resources.check_mb(j.input.gguf, j.settings("check")["max_tokens"]),
         lambda j: resources.check_minutes(j.input.gguf, j.wildcards.type, j.settings("check"), j.threads),
     ),
-    "perplexity": (_perplexity_mb, _perplexity_minutes),
+    "perplexity_part": (_perplexity_mb, _perplexity_minutes),
     "bench_gguf": (
         lambda j: resources.gguf_mb(j.input.gguf) + resources.PROBE_MB,
         lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads, j.wildcards.type),
@@ -104,9 +98,9 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
         lambda j: resources.gguf_mb(j.input.gguf),
         lambda j: resources.generations_minutes(j.input.gguf, j.settings("sweep") or j.config["sweep"]),
     ),
-    "tasks": (
-        lambda j: resources.tasks_mb(j.input.gguf, j.input.base, j.settings("tasks")),
-        lambda j: resources.tasks_minutes(j.input.gguf, j.input.sets, j.settings("tasks"), j.threads),
+    "task_part": (
+        lambda j: resources.tasks_mb(j.input.base, j.settings("tasks")),
+        lambda j: resources.tasks_minutes(j.input.ggufs, j.input.sets, j.settings("tasks"), j.threads),
     ),
     "report": (lambda j: 2048, lambda j: 15),
 }

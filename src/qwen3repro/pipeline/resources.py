@@ -161,23 +161,26 @@ def check_mb(gguf: Path | str, max_tokens: int) -> int:
 
 
 def perplexity_mb(
-    gguf: Path | str, base: Path | str, n_ctx: int = 512, low_memory: bool = False, llama_cpp: bool = True
+    base: Path | str, n_ctx: int = 512, low_memory: bool = False, llama_cpp: bool = True, held: int | None = None
 ) -> int:
-    """The engine on the file (dequantized to float32) and on the F32 base (read in place), then
-    llama.cpp on the two; a chunk's logits in float32, four copies' worth for one file, eight against
-    a base: both files' logits, their float64 log-probabilities and a float64 temporary. In
-    low-memory mode the engine holds a layer at a time (the two files' in turn) instead of the
-    weights; llama.cpp, if it runs after it, maps the files (their size)."""
+    """A part job of the perplexity stage (accuracy/perplexity_parts): one file's weights at a time,
+    dequantized to float32 (in low-memory mode a layer at a time instead; llama.cpp, if it runs,
+    maps the files, at most the F32 one's size); the F32 distributions of `held` scored positions
+    (a group of chunks: float32 logits, float64 log-probabilities and probabilities); a chunk's
+    logits and the comparison's float64 working blocks."""
+    from qwen3repro.accuracy.perplexity_parts import GROUP
+    from qwen3repro.engine.logprobs import ROWS
+
     shapes = gguf_shapes(base)
-    if not shapes or not Path(gguf).exists():
+    if not shapes:
         return PLACEHOLDER_MB
-    copies = 1 if Path(gguf).resolve() == Path(base).resolve() else 2
     n, vocab = sum(n_elements(shapes)), max(shapes["token_embd.weight"])
-    logits = logits_mb(n_ctx, vocab, copies=4 * copies)
-    if low_memory:
-        mapped = sum({Path(p).resolve(): Path(p).stat().st_size for p in (gguf, base)}.values()) if llama_cpp else 0
-        return BASE_MB + max(streamed_mb(shapes, n_ctx), mapped // MiB) + logits
-    return BASE_MB + copies * 4 * n // MiB + logits
+    held = GROUP * (n_ctx // 2) if held is None else held
+    distributions = held * vocab * 20 // MiB + logits_mb(n_ctx, vocab, copies=2) + 3 * ROWS * vocab * 8 // MiB
+    weights = streamed_mb(shapes, n_ctx) if low_memory else 4 * n // MiB
+    if llama_cpp:
+        weights = max(weights, Path(base).stat().st_size // MiB + logits_mb(n_ctx, vocab, copies=2))
+    return BASE_MB + weights + distributions
 
 
 def layer_bytes(shapes: dict[str, tuple[int, ...]]) -> int:
@@ -199,10 +202,10 @@ def streamed_mb(shapes: dict[str, tuple[int, ...]], n_ctx: int) -> int:
     return (2 * layer_bytes(shapes) + 4 * n_ctx * (4 * width + heads * n_ctx)) // MiB
 
 
-def perplexity_low_memory(gguf: Path | str, base: Path | str, settings: dict, budget_mb: int | None) -> bool:
-    """Whether a perplexity job runs the engine in low-memory mode: when its weights held in
+def perplexity_low_memory(base: Path | str, settings: dict, budget_mb: int | None) -> bool:
+    """Whether a perplexity job runs the engine in low-memory mode: when the F32 weights held in
     float32 would not fit the budget (cluster.mem_mb; this machine's memory if None)."""
-    return perplexity_mb(gguf, base, settings["n_ctx"]) > (budget_mb or machine_mb())
+    return perplexity_mb(base, settings["n_ctx"], llama_cpp=False) > (budget_mb or machine_mb())
 
 
 def machine_mb() -> int:
@@ -303,15 +306,22 @@ def corpus_tokens(corpus: Path | str) -> int:
 
 
 def perplexity_minutes(
-    gguf: Path | str, corpus: Path | str, settings: dict, threads: int, low_memory: bool = False
+    ggufs: list[Path | str], corpus: Path | str, settings: dict, threads: int, low_memory: bool = False
 ) -> int:
-    """Each runtime scores every chunk with the file and with the F32 base; in low-memory mode the
-    engine reads and dequantizes the weights again for every chunk."""
-    n = n_weights_of_gguf(gguf)
+    """A part job: F32 and then every file type score the part's chunks in one runtime, each loaded
+    once per group of chunks; in low-memory mode the engine reads and dequantizes the weights again
+    for every chunk."""
+    from qwen3repro.accuracy.perplexity_parts import GROUP
+
+    found = [g for g in ggufs if Path(g).exists()]
+    if not found:
+        return MIN_MINUTES
+    n = max(n_weights_of_gguf(g) for g in found)
     chunks = settings["chunks"] or max(1, corpus_tokens(corpus) // settings["n_ctx"])
-    passes = 2 * len(settings["runtimes"])
-    loads = passes + (2 * (chunks - 1) if low_memory else 0)
-    return minutes(loads * load_seconds(n) + passes * prefill_seconds(n, chunks * settings["n_ctx"], threads))
+    mine = -(-chunks // settings["parts"])
+    passes = len(ggufs) + 1
+    loads = passes * (mine if low_memory else -(-mine // GROUP))
+    return minutes(loads * load_seconds(n) + passes * prefill_seconds(n, mine * settings["n_ctx"], threads))
 
 
 def bench_seconds(n_weights: int, settings: dict, threads: int) -> float:
@@ -366,20 +376,29 @@ def traces_minutes(gguf: Path | str, settings: dict) -> int:
     return minutes(load_seconds(n) + decode_seconds(n, 2 * 2 * traces * settings["max_new_tokens"]))
 
 
-def tasks_mb(gguf: Path | str, base: Path | str, settings: dict) -> int:
-    """As the perplexity stage: both files' weights in float32, then llama.cpp's; the logits of an
-    ending (or a generation) in float32 and float64, for the file and the base."""
-    return perplexity_mb(gguf, base, settings["n_ctx"], False, "llama.cpp" in settings["runtimes"])
+# an item's rows of logits held per file: its endings' tokens after their common prefix (HellaSwag's
+# four endings of about 30 tokens; Winogrande's two are shorter)
+ITEM_ROWS = 120
 
 
-def tasks_minutes(gguf: Path | str, sets: list[str], settings: dict, threads: int) -> int:
-    """Every ending of every task read whole, by the file and by the base, in each runtime: a token
+def tasks_mb(base: Path | str, settings: dict) -> int:
+    """A part job of the tasks stage: as the perplexity stage's, with a group of items' F32 rows
+    held (accuracy/task_parts)."""
+    from qwen3repro.accuracy.task_parts import GROUP
+
+    llama_cpp = "llama.cpp" in settings["runtimes"]
+    return perplexity_mb(base, settings["n_ctx"], False, llama_cpp, held=GROUP * ITEM_ROWS)
+
+
+def tasks_minutes(ggufs: list[Path | str], sets: list[str], settings: dict, threads: int) -> int:
+    """F32 and every file type read every ending of the part's tasks whole, in one runtime: a token
     for about every four bytes of the task files (context repeated per ending counted once more)."""
-    if not Path(gguf).exists():
+    found = [g for g in ggufs if Path(g).exists()]
+    if not found:
         return MIN_MINUTES
-    n = n_weights_of_gguf(gguf)
-    tokens = sum(Path(s).stat().st_size for s in sets if Path(s).exists()) // 4 * 4
-    passes = 2 * len(settings["runtimes"])
+    n = max(n_weights_of_gguf(g) for g in found)
+    tokens = sum(Path(s).stat().st_size for s in sets if Path(s).exists()) // 4 * 4 // settings["parts"]
+    passes = len(ggufs) + 1
     return minutes(passes * (load_seconds(n) + prefill_seconds(n, tokens, threads)))
 
 
