@@ -3,7 +3,7 @@
     python benchmarks/compare_runs.py BEFORE/results AFTER/results
 
 Compares what both runs made (a file type only one of them converted is listed, not compared):
-every GGUF file's sha256, the check and perplexity tables, the sweep tables and the report's
+every GGUF file's sha256, the check, perplexity and task tables, the sweep tables and the report's
 tables, each less the columns and rows that measure time. Prints one line per part and
 IDENTICAL or DIFFERENT at the end; exits 1 when anything differs.
 """
@@ -105,7 +105,7 @@ def main() -> int:
     types = {re.sub(TYPE_OF_FILE, r"\1", p.stem) for p in (args.before / "gguf").glob("*/*.gguf")}
     types &= {re.sub(TYPE_OF_FILE, r"\1", p.stem) for p in (args.after / "gguf").glob("*/*.gguf")}
     differing = compare_gguf(args.before, args.after)
-    for pattern in ("check/*.csv", "perplexity/*.csv", "sweep/*/*.parquet"):
+    for pattern in ("check/*.csv", "perplexity/*.csv", "tasks/*.csv", "sweep/*/*.parquet"):
         differing += compare_tables(args.before, args.after, pattern)
     differing += compare_report(args.before, args.after, types)
     for d in differing:

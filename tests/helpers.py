@@ -47,10 +47,10 @@ def quick_training_config(path: Path) -> Path:
             if spec["training"].get("chat"):  # the chat phase's machinery, not its skill: a few steps
                 spec["training"]["chat"].update(steps=6, warmup_steps=2, eval_every=3, eval_examples=8)
     config["bench"] = {**config.get("bench", {}), "n_prompt": [16], "n_gen": [8], "repetitions": 2}
-    config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2}
+    config["perplexity"] = {**config.get("perplexity", {}), "chunks": 2, "parts": 2}
     config["sweep"] = {**config.get("sweep", {}), "seeds": [0], "max_new_tokens": 8}
     config["check"] = {**config.get("check", {}), **SHORT_CHECK}
-    config["tasks"] = {"sets": {"blank": {"source": "shakespeare", "build": "blank", "tasks": 8}}}
+    config["tasks"] = {"sets": {"blank": {"source": "shakespeare", "build": "blank", "tasks": 8}}, "parts": 2}
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -78,7 +78,7 @@ def test_a_missing_gguf_is_named(tmp_path):
 
 
 def test_a_second_run_reproduces_every_non_timing_field(tiny_f32):
-    settings = {"n_prompt": [8], "n_gen": [4], "repetitions": 1}
+    settings = {"n_prompt": [8], "n_gen": [4], "repetitions": 1, "n_depth": [0], "low_memory": {"types": []}}
     first, second = (bench_gguf(tiny_f32, ["numpy", "llama.cpp"], settings, threads=1) for _ in range(2))
     strip = lambda records: [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]  # noqa: E731
     assert strip(first) == strip(second) and len(first) == (4 if llama_cpp_available() else 2)

@@ -174,3 +174,48 @@ def test_an_untied_output_matrix_is_converted_and_read_as_its_own(settings, tmp_
     )
     m = result["metrics"]
     assert m["max_abs_dlogit"] <= 1e-4 and m["greedy_agreement"] == 1.0 and m["tensors_differing"] == 0
+
+
+def test_the_conversion_record_proves_the_file_without_encoding_it_again(tiny_model, tiny_f32, tmp_path):
+    """The converter records each tensor's digest as written and of its source; the check reads
+    them (no encoding) and finds what re-encoding finds: a changed tensor, other source weights, a
+    file quantized with another importance matrix; without a record it encodes again."""
+    import json
+
+    from qwen3repro.accuracy.check import differing_tensors
+    from qwen3repro.convert.calibrate import write_imatrix
+    from qwen3repro.convert.converter import convert
+
+    record = json.loads(tiny_f32.with_suffix(".json").read_text())
+    assert all(len(t["sha256"]) == len(t["source_sha256"]) == 64 for t in record["tensors"])
+    n = len(record["tensors"])
+    for reencode in (False, True):
+        assert differing_tensors(tiny_model, tiny_f32, "F32", reencode=reencode) == (n, [])
+    # a tensor changed after conversion, the record copied along with the file
+    bad = corrupt(tiny_f32, tmp_path / "qwen3-tiny-F32.gguf")
+    shutil.copy(tiny_f32.with_suffix(".json"), bad.with_suffix(".json"))
+    for reencode in (False, True):
+        assert differing_tensors(tiny_model, bad, "F32", reencode=reencode) == (n, ["blk.1.ffn_down.weight"])
+    bad.with_suffix(".json").unlink()  # no record: encoded again, with the same answer
+    assert differing_tensors(tiny_model, bad, "F32") == (n, ["blk.1.ffn_down.weight"])
+    # the file and its record intact, the source weights not the ones it was made of
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model, other)
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(other / "model.safetensors")
+    name = next(k for k in weights if k.endswith("layers.0.mlp.up_proj.weight"))
+    weights[name] = weights[name] * np.float32(2)
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    assert differing_tensors(other, tiny_f32, "F32") == (n, ["blk.0.ffn_up.weight"])
+    # quantized with one importance matrix, checked against another
+    matrices = []
+    for i, text in enumerate((CORPUS, CORPUS[::-1])):
+        (tmp_path / f"calibration-{i}.txt").write_text(text)
+        matrices.append(tmp_path / f"imatrix-{i}.gguf")
+        write_imatrix(tiny_f32, tmp_path / f"calibration-{i}.txt", matrices[-1], n_ctx=64, chunks=2, threads=1)
+    q2 = tmp_path / "qwen3-tiny-Q2_K-imat.gguf"
+    convert(tiny_model, "Q2_K", q2, name="qwen3-tiny", imatrix=matrices[0])
+    assert differing_tensors(tiny_model, q2, "Q2_K", matrices[0]) == (n, [])
+    by_record = differing_tensors(tiny_model, q2, "Q2_K", matrices[1])
+    assert by_record[1] and by_record == differing_tensors(tiny_model, q2, "Q2_K", matrices[1], reencode=True)

@@ -66,7 +66,7 @@ def test_file_types_are_one_table_that_the_schema_the_engine_and_the_cost_model_
     schema's enums are the table's names: adding a type is one row there and its quantizer."""
     from qwen3repro.config import schema as config_schema
     from qwen3repro.engine.weights import SUPPORTED
-    from qwen3repro.pipeline.resources import quantize_seconds
+    from qwen3repro.pipeline.time_limits import quantize_seconds
 
     chosen = {t for _, t in FILE_TYPES.values()} | set(tensor_plan.FALLBACK.values())
     assert chosen == set(quants.QUANTIZERS) == SUPPORTED

@@ -106,3 +106,24 @@ def test_llama_perplexitys_stored_base_keeps_its_16_bit_levels_and_drops_what_is
     same = compare(logits, logits, base="llama-perplexity")
     assert np.abs(same.kld).max() <= 16 / 65535 and same.same_top.all()
     assert (compare(logits, logits).kld == 0).all()  # the exact base: 0, not a floor
+
+
+@pytest.mark.parametrize("base", ["exact", "llama-perplexity"])
+def test_the_block_size_and_a_prepared_base_change_no_bit(base, monkeypatch):
+    """Every figure is per position: comparing 1, 4 or 64 positions at a time, or many files with
+    one prepared base, gives the same floats."""
+    import qwen3repro.accuracy.divergence as divergence
+
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((2, 37, 3000)) * 4).astype(np.float32)
+    targets = rng.integers(0, 3000, 37)
+    results = []
+    for rows in (1, 4, 64):
+        monkeypatch.setattr(divergence, "ROWS", rows)
+        prepared = divergence.BaseDistribution(logits[0], base)
+        results.append([prepared.compare(logits[1], targets), compare(logits[0], logits[1], targets, base)])
+    fields = ("kld", "same_top", "max_abs_dlogit", "sum_abs_dlogit", "nll", "nll_base")
+    for a, b in zip(results[0], results[0][1:] + [r for pair in results[1:] for r in pair]):
+        assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields)
+    without = divergence.BaseDistribution(logits[0], base).compare(logits[1], targets, dlogits=False)
+    assert np.array_equal(without.kld, results[0][0].kld) and not without.max_abs_dlogit.any()

@@ -4,7 +4,7 @@ import pytest
 
 from qwen3repro.config import validate_config
 from qwen3repro.model.architecture import FAMILY
-from qwen3repro.pipeline import resources
+from qwen3repro.pipeline import resources, time_limits
 from qwen3repro.pipeline.usage import problems, usage_table
 
 SHAPES = ["qwen3-0.6b-shape"] + [f"{name}-shape" for name in FAMILY]
@@ -13,7 +13,7 @@ SHAPES = ["qwen3-0.6b-shape"] + [f"{name}-shape" for name in FAMILY]
 def test_memory_and_time_grow_with_the_model_through_the_family():
     specs = [{"source": "synthetic", "preset": p, "dtype": "bfloat16"} for p in SHAPES]
     mem = [resources.model_mb(s) for s in specs]
-    minutes = [resources.model_minutes(s, threads=1) for s in specs]
+    minutes = [time_limits.model_minutes(s, threads=1) for s in specs]
     assert mem == sorted(mem) and len(set(mem)) == len(mem)
     assert minutes == sorted(minutes) and minutes[-1] > minutes[0]
 
@@ -21,27 +21,28 @@ def test_memory_and_time_grow_with_the_model_through_the_family():
 def test_time_limits_count_the_work_of_the_job(tiny_f32, tmp_path):
     config = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})
     check = config["check"]
-    assert resources.check_minutes(tiny_f32, "F32", {**check, "greedy_tokens": 4096}, 1) > resources.check_minutes(
+    assert time_limits.check_minutes(tiny_f32, "F32", {**check, "greedy_tokens": 4096}, 1) > time_limits.check_minutes(
         tiny_f32, "F32", check, 1
     )
     ppl = {**config["perplexity"], "chunks": 2}
-    assert resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
-        resources.perplexity_minutes([tiny_f32], tmp_path / "none", ppl, 1)
+    assert time_limits.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
+        time_limits.perplexity_minutes([tiny_f32], tmp_path / "none", ppl, 1)
     )
     # a part's share of the chunks: more parts, less each; every file type scored in each part
-    assert resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000, "parts": 8}, 1) < (
-        resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1)
+    assert time_limits.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000, "parts": 8}, 1) < (
+        time_limits.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1)
     )
-    assert resources.perplexity_minutes([tiny_f32] * 9, tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
-        resources.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1)
+    assert time_limits.perplexity_minutes([tiny_f32] * 9, tmp_path / "none", {**ppl, "chunks": 5000}, 1) > (
+        time_limits.perplexity_minutes([tiny_f32], tmp_path / "none", {**ppl, "chunks": 5000}, 1)
     )
     # more threads, less time, for the compute-bound stages; the IQ types and importance weights cost more
     n = resources.n_weights_of_gguf(tiny_f32)
-    assert resources.quantize_seconds(n, "Q4_K_M", 1) > resources.quantize_seconds(n, "Q4_K_M", 8)
-    assert resources.quantize_seconds(n, "IQ4_XS", 1) > resources.quantize_seconds(n, "Q4_K_M-imat", 1)
-    assert resources.quantize_seconds(n, "Q4_K_M-imat", 1) > resources.quantize_seconds(n, "Q4_K_M", 1)
+    assert time_limits.quantize_seconds(n, "Q4_K_M", 1) > time_limits.quantize_seconds(n, "Q4_K_M", 8)
+    assert time_limits.quantize_seconds(n, "IQ4_XS", 1) > time_limits.quantize_seconds(n, "Q4_K_M-imat", 1)
+    assert time_limits.quantize_seconds(n, "Q4_K_M-imat", 1) > time_limits.quantize_seconds(n, "Q4_K_M", 1)
     assert all(
-        m >= resources.MIN_MINUTES for m in [resources.minutes(0), resources.sweep_minutes(tiny_f32, config["sweep"])]
+        m >= time_limits.MIN_MINUTES
+        for m in [time_limits.minutes(0), time_limits.sweep_minutes(tiny_f32, config["sweep"])]
     )
 
 
@@ -50,7 +51,7 @@ def test_a_file_not_written_yet_gets_a_placeholder_as_in_a_dry_run(tmp_path):
     assert resources.check_mb(missing, 512) == resources.gguf_mb(missing) == resources.PLACEHOLDER_MB
     assert resources.perplexity_mb(missing) == resources.PLACEHOLDER_MB
     check = validate_config({"models": {"m": {"source": "synthetic", "preset": "qwen3-tiny"}}})["check"]
-    assert resources.check_minutes(missing, "Q8_0", check, 1) == resources.minutes(0)
+    assert time_limits.check_minutes(missing, "Q8_0", check, 1) == time_limits.minutes(0)
 
 
 def test_a_perplexity_job_over_the_memory_budget_streams_its_weights_and_asks_for_less(tiny_f32):
@@ -65,8 +66,8 @@ def test_a_perplexity_job_over_the_memory_budget_streams_its_weights_and_asks_fo
     with_llama = resources.perplexity_mb(tiny_f32, 512, low_memory=True, llama_cpp=True)
     assert with_llama >= streamed and with_llama >= tiny_f32.stat().st_size // resources.MiB
     ppl = {**settings, "chunks": 4, "parts": 1}
-    assert resources.perplexity_minutes([tiny_f32], tiny_f32, ppl, 1, low_memory=True) >= (
-        resources.perplexity_minutes([tiny_f32], tiny_f32, ppl, 1)
+    assert time_limits.perplexity_minutes([tiny_f32], tiny_f32, ppl, 1, low_memory=True) >= (
+        time_limits.perplexity_minutes([tiny_f32], tiny_f32, ppl, 1)
     )
 
 

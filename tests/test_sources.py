@@ -133,7 +133,9 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic, "save_safetensors", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        materialize("m", {"source": "synthetic", "preset": "qwen3-tiny"}, tmp_path / "m")
+        materialize(
+            "m", {"source": "synthetic", "preset": "qwen3-tiny", "seed": 0, "dtype": "bfloat16"}, tmp_path / "m"
+        )
     assert list(tmp_path.iterdir()) == []
 
 

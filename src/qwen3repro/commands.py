@@ -392,5 +392,5 @@ def cmd_task_set(args: argparse.Namespace) -> None:
     spec = sets[args.set]
     out = Path(args.out or f"{args.set}.{EXTENSION[set_format(spec)]}")
     check_writable_target(out, args.force)
-    manifest = write_set(args.set, spec, out, config["perplexity"]["corpus"].get("held_out_every", 10))
+    manifest = write_set(args.set, spec, out, config["perplexity"]["corpus"]["held_out_every"])
     print(f"{out}: {manifest['tasks']} tasks, llama-perplexity --{manifest['format']} reads it")

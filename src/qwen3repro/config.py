@@ -15,6 +15,15 @@ def schema() -> dict:
     return yaml.safe_load(resources.files("qwen3repro.data").joinpath("config.schema.yaml").read_text("utf-8"))
 
 
+def schema_defaults(*path: str | int) -> dict:
+    """The defaults of the properties at `path` in the schema (e.g. "$defs", "training"), for code
+    that fills in settings a caller left out: one source for them, the schema."""
+    node = schema()
+    for key in path:
+        node = node[key]
+    return {name: sub["default"] for name, sub in node["properties"].items() if "default" in sub}
+
+
 def _with_defaults(validator_class):
     """A validator that also writes each property's `default` into the instance, as Snakemake's does."""
     validate_properties = validator_class.VALIDATORS["properties"]
@@ -52,9 +61,9 @@ def validate_config(config: dict) -> dict:
     if calibration["source"] == corpus["source"] == "local" and calibration["path"] == corpus["path"]:
         raise UserError("config: convert.imatrix.calibration is the perplexity corpus; calibrate on another text")
     if corpus["source"] == "shakespeare":
-        for name, spec in config["models"].items():
-            every = spec.get("training", {}).get("held_out_every", 10)
-            if spec["source"] == "trained" and every != corpus["held_out_every"]:
+        trained = {name: spec["training"] for name, spec in config["models"].items() if spec["source"] == "trained"}
+        for name, every in ((name, t["held_out_every"]) for name, t in trained.items()):
+            if every != corpus["held_out_every"]:
                 raise UserError(
                     f"config: perplexity.corpus.held_out_every is {corpus['held_out_every']} but model {name} "
                     f"holds out every {every}th work: it would be scored on text it was trained on"

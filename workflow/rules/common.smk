@@ -62,6 +62,11 @@ def model_threads(wildcards):
     return config["models"][wildcards.model]["training"].get("threads") or THREADS
 
 
+def convert_threads(wildcards):
+    """One thread to convert a small model, the cluster's threads for a large one (resources.convert_threads)."""
+    return jobs.resources.convert_threads(config["models"][wildcards.model], THREADS)
+
+
 def needs(rule):
     """A rule's memory and time limit (qwen3repro.pipeline.jobs.RULES); a rule with none there takes the
     profile's default-resources."""

@@ -17,7 +17,7 @@ rule convert:
     priority: longest_chain("convert")
     conda:
         "../../envs/qwen3repro.yaml"
-    threads: THREADS
+    threads: convert_threads
     resources:
         **needs("convert"),
     params:

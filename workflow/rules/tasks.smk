@@ -17,7 +17,7 @@ rule task_set:
     threads: 1
     params:
         spec=lambda w: task_set_spec(w.set),
-        held_out_every=config["perplexity"]["corpus"].get("held_out_every", 10),
+        held_out_every=config["perplexity"]["corpus"]["held_out_every"],
     script:
         "../../scripts/task_set.py"
 

@@ -42,6 +42,17 @@ METRICS = {
 }
 
 
+def workload(settings: dict) -> dict:
+    """What a check runs, in each runtime: the prompts' tokens at most, the greedy tokens, and
+    whether every tensor is encoded again (the cost model's measure of this stage)."""
+    prompts = len(settings["prompts"])
+    return {
+        "prompt_tokens": prompts * settings["max_tokens"],
+        "greedy_tokens": prompts * settings["greedy_tokens"],
+        "reencode": settings["reencode"],
+    }
+
+
 def prompt_tokens(generator, prompts: list[dict], corpus_text: str | None, max_tokens: int) -> list[dict]:
     """Each configured prompt as token ids, at most `max_tokens` of them."""
     if not prompts:
@@ -185,18 +196,20 @@ def differing_tensors(
     (or a file without that record) by encoding every tensor again."""
     from qwen3repro.convert.converter import importance_of, load_imatrix, plan_tensors
     from qwen3repro.convert.hf_weights import SafetensorsSource, architecture_of, read_config
+    from qwen3repro.convert.quants import TAKES_IMATRIX
     from qwen3repro.gguf_file import GGUFFile
 
     model_dir = Path(model_dir)
     source = SafetensorsSource(model_dir)
     arch = architecture_of(read_config(model_dir))
     names, shapes, types, _ = plan_tensors(arch, source, type_name, has_imatrix=imatrix is not None)
+    matrix = load_imatrix(imatrix, shapes)[0] if imatrix is not None else None
     record = None if reencode else _conversion_record(gguf)
     if record is None:
-        matrix = load_imatrix(imatrix, shapes)[0] if imatrix is not None else None
         same = lambda n, raw: _encodes_to(source.load(names[n]), types[n], importance_of(matrix, n), raw)  # noqa: E731
     else:
-        same = _recorded(record, source, names, imatrix)
+        takes = {n for n in shapes if importance_of(matrix, n) is not None and types[n] in TAKES_IMATRIX}
+        same = _recorded(record, source, names, imatrix, takes)
     with GGUFFile(gguf) as f:
         differing = sorted(set(f.tensors) - set(shapes))
         for n, shape in shapes.items():
@@ -228,21 +241,19 @@ def _conversion_record(gguf: Path | str) -> dict | None:
     return {**record, "tensors": tensors}
 
 
-def _recorded(record: dict, source, names: dict, imatrix: Path | str | None):
+def _recorded(record: dict, source, names: dict, imatrix: Path | str | None, takes: set[str]):
     """Whether a tensor is the one the record says the converter wrote, from these source weights,
-    with this importance matrix (a tensor quantized with another matrix, or with one where none is
-    given now, differs)."""
+    with this importance matrix: where another matrix (or none) made the file, a tensor quantized
+    with one, or that would be quantized with the one given now (`takes`), differs."""
     from qwen3repro.convert.converter import bytes_sha256
-    from qwen3repro.convert.quants import TAKES_IMATRIX
     from qwen3repro.fsutil import sha256_file
 
     given = sha256_file(imatrix) if imatrix is not None else None
     other_matrix = given != record.get("imatrix", {}).get("sha256")
-    takes_imatrix = {t.name for t in TAKES_IMATRIX}
 
     def same(n: str, raw: np.ndarray) -> bool:
         entry = record["tensors"].get(n)
-        if entry is None or (other_matrix and entry["type"] in takes_imatrix):
+        if entry is None or (other_matrix and (entry.get("imatrix") or n in takes)):
             return False
         return bytes_sha256(raw) == entry["sha256"] and bytes_sha256(source.load(names[n])) == entry["source_sha256"]
 

@@ -47,7 +47,7 @@ def text_of(spec: dict, part: str = "held_out") -> str:
     """The corpus text; for Shakespeare, `part` is the held-out works or the training ones."""
     source = spec["source"]
     if source == "shakespeare":
-        train, held_out = shakespeare.split(spec.get("held_out_every", 10))
+        train, held_out = shakespeare.split(spec["held_out_every"])
         return shakespeare.joined(held_out if part == "held_out" else train)
     if source == "hub":
         return _hub_text(spec)

@@ -42,9 +42,14 @@ def chunks(tokens: np.ndarray, n_ctx: int, max_chunks: int | None = None) -> Ite
         raise UserError(
             f"the text has {len(tokens)} tokens; perplexity with a context of {n_ctx} needs at least {2 * n_ctx}"
         )
-    n = (len(tokens) // n_ctx) if max_chunks is None else min(max_chunks, len(tokens) // n_ctx)
-    for i in range(n):
+    for i in range(chunk_count(len(tokens), n_ctx, max_chunks)):
         yield tokens[i * n_ctx : (i + 1) * n_ctx]
+
+
+def chunk_count(n_tokens: int, n_ctx: int, max_chunks: int | None) -> int:
+    """The chunks scored: the text's whole n_ctx windows, at most `max_chunks` (the stage's work,
+    which the cost model reads too)."""
+    return n_tokens // n_ctx if max_chunks is None else min(max_chunks, n_tokens // n_ctx)
 
 
 # Logits of a chunk's scored positions: logits_of(chunk, first) -> [len(chunk) - first, vocab],

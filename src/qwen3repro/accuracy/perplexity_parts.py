@@ -48,6 +48,11 @@ def part_range(n: int, part: int, parts: int) -> range:
     return range(part * n // parts, (part + 1) * n // parts)
 
 
+def largest_part(n: int, parts: int) -> int:
+    """The most chunks (or items) one part job gets."""
+    return max(len(part_range(n, k, parts)) for k in range(parts))
+
+
 def open_logits(gguf: Path | str, runtime: str, n_ctx: int, threads: int, low_memory: bool):
     """One file's logits in one runtime, as `perplexity_and_kld` computes them."""
     if runtime == "numpy":

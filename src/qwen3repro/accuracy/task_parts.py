@@ -65,6 +65,9 @@ def run_task_part(
         mine = part_range(len(tasks), part, parts)
         out[f"{name}/items"] = np.array(mine, dtype=np.int64)
         out[f"{name}/chance"] = np.array([1 / len(tasks[i].endings) for i in mine])
+        _keep(out, name, [], None)  # a part with no item of this set still holds its (empty) columns
+        for file_type in ggufs:
+            _keep(out, f"{file_type}/{name}", [], [])
         for group in _groups(mine):
             base_of = load_logits(base_gguf, runtime, n_ctx, threads)
             base_items = [item_scores(tasks[i], fmt, tokenize, base_of) for i in group]

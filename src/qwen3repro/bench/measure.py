@@ -249,8 +249,8 @@ def low_memory_tests(settings: dict, engines: list[str], file_type: str) -> dict
     """The settings numpy-low-memory's own short tests run with on `file_type` (bench.low_memory's, at
     an empty context), or None where bench.low_memory does not name the type or `engines` already
     runs the engine with the main tests."""
-    low_memory = settings.get("low_memory", {})
-    if "numpy-low-memory" in engines or file_type not in low_memory.get("types", []):
+    low_memory = settings["low_memory"]
+    if "numpy-low-memory" in engines or file_type not in low_memory["types"]:
         return None
     return {**settings, **{k: v for k, v in low_memory.items() if k != "types"}, "n_depth": [0]}
 
@@ -274,9 +274,7 @@ def bench_gguf(gguf: Path | str, engines: list[str], settings: dict, threads: in
     context = context_length(gguf) if runs else None
     rows = []
     for paths, s in runs:
-        rows += bench(
-            paths, s["n_prompt"], s["n_gen"], s["repetitions"], threads, context, n_depth=s.get("n_depth", [0])
-        )
+        rows += bench(paths, s["n_prompt"], s["n_gen"], s["repetitions"], threads, context, n_depth=s["n_depth"])
     return as_records(rows)
 
 
@@ -289,6 +287,6 @@ def bench_hf(model_dir: Path | str, engine: str, settings: dict, threads: int) -
         settings["repetitions"],
         threads,
         config.get("max_position_embeddings"),
-        n_depth=settings.get("n_depth", [0]),
+        n_depth=settings["n_depth"],
     )
     return as_records(rows)

@@ -29,7 +29,7 @@ Encode = Callable[[np.ndarray, "np.ndarray | None", "int | None"], np.ndarray]
 class Quantizer:
     plain: Encode  # llama-quantize without an importance matrix
     weighted: Encode | None = None  # with one; None where the type ignores it (Q8_0, F16, ...)
-    family: str = "plain"  # plain, legacy, k or iq4: how fast it encodes (pipeline/resources.py)
+    family: str = "plain"  # plain, legacy, k or iq4: how fast it encodes (pipeline/time_limits.py)
 
 
 def _as_is(dtype) -> Encode:

@@ -14,23 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from qwen3repro.config import schema_defaults
 from qwen3repro.errors import UserError
 from qwen3repro.model.train_ops import Vocabulary
 
-DEFAULTS = {
-    "steps": 300,
-    "batch_size": 8,
-    "learning_rate": 3e-3,
-    "min_lr_ratio": 0.1,
-    "warmup_steps": 20,
-    "weight_decay": 0.01,
-    "eval_every": 50,
-    "eval_examples": 64,
-    "max_tokens": 192,
-    "max_reply_tokens": 32,
-    "multi_turn_share": 0.25,
-    "text_windows": 4,
-}
+DEFAULTS = schema_defaults("$defs", "training", "properties", "chat", "oneOf", 1)  # as the validated config has them
 
 
 def check_settings(chat: dict | bool | None) -> dict | None:

@@ -88,9 +88,7 @@ def materialize(name: str, spec: dict, out: Path | str, force: bool = False, thr
     log.info("model %s: %s -> %s", name, source, out)
     with staged_dir(out, force) as tmp:
         if source == "synthetic":
-            recipe = synthetic.build(
-                tmp, spec["preset"], spec.get("architecture"), spec.get("seed", 0), spec.get("dtype", "bfloat16")
-            )
+            recipe = synthetic.build(tmp, spec["preset"], spec.get("architecture"), spec["seed"], spec["dtype"])
         elif source == "trained":
             from qwen3repro import numerics
             from qwen3repro.model import train
@@ -104,9 +102,9 @@ def materialize(name: str, spec: dict, out: Path | str, force: bool = False, thr
                 out_dir=tmp,
                 preset=spec["preset"],
                 architecture_overrides=spec.get("architecture"),
-                seed=spec.get("seed", 0),
+                seed=spec["seed"],
                 training=training,
-                dtype=spec.get("dtype", "float32"),
+                dtype=spec["dtype"],
             )
         elif source == "hub":
             recipe = hub.download(spec["repo_id"], spec["revision"], tmp, out.with_name(f".{out.name}.download"))

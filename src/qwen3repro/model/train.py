@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen3repro.config import schema_defaults
 from qwen3repro.errors import UserError
 from qwen3repro.model import architecture, chat_tuning, shakespeare, synthetic, tokenizer_files, trajectory
 from qwen3repro.model.train_ops import Vocabulary, clip_gradients, fused_loss, output_cross_entropy, pin_linears
@@ -27,21 +28,7 @@ from qwen3repro.pipeline.progress import status
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "steps": 600,
-    "max_minutes": None,
-    "batch_size": 8,
-    "seq_len": 128,
-    "learning_rate": 1e-2,
-    "min_lr_ratio": 0.1,
-    "warmup_steps": 30,
-    "weight_decay": 0.01,
-    "eval_every": 50,
-    "eval_windows": 64,
-    "held_out_every": 10,
-    "threads": None,
-    "chat": None,
-}
+DEFAULTS = schema_defaults("$defs", "training")  # what a caller leaves out, as the validated config has it
 
 
 def check_settings(training: dict) -> dict:

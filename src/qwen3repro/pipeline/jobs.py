@@ -2,7 +2,8 @@
 
 A rule whose jobs need more than the profiles' `default-resources` (1024 MB, 10 minutes) has an
 entry in RULES; adding a rule means adding its line here, nothing in the rule files but
-`resources: **needs("<rule>")`. The estimates themselves live in qwen3repro.pipeline.resources.
+`resources: **needs("<rule>")`. The estimates themselves live in qwen3repro.pipeline.resources
+(memory) and qwen3repro.pipeline.time_limits.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from qwen3repro.config import model_settings
-from qwen3repro.pipeline import resources
+from qwen3repro.pipeline import resources, time_limits
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _perplexity_mb(job: Job) -> int:
 
 
 def _perplexity_minutes(job: Job) -> int:
-    return resources.perplexity_minutes(
+    return time_limits.perplexity_minutes(
         job.input.ggufs, job.input.corpus, job.settings("perplexity"), job.threads, perplexity_low_memory(job)
     )
 
@@ -59,48 +60,48 @@ Estimate = Callable[[Job], int]
 RULES: dict[str, tuple[Estimate, Estimate]] = {
     "get_model": (
         lambda j: resources.model_mb(j.spec),
-        lambda j: resources.model_minutes(j.spec, j.threads),
+        lambda j: time_limits.model_minutes(j.spec, j.threads),
     ),
     "convert": (
         lambda j: resources.convert_mb(j.input.model_dir),
-        lambda j: resources.convert_minutes(j.input.model_dir, j.wildcards.type, j.threads),
+        lambda j: time_limits.convert_minutes(j.input.model_dir, j.wildcards.type, j.threads),
     ),
     "imatrix": (
         lambda j: resources.gguf_mb(j.input.gguf),
-        lambda j: resources.imatrix_minutes(j.input.gguf, j.settings("convert")["imatrix"], j.threads),
+        lambda j: time_limits.imatrix_minutes(j.input.gguf, j.settings("convert")["imatrix"], j.threads),
     ),
     "check": (
         lambda j: resources.check_mb(j.input.gguf, j.settings("check")["max_tokens"]),
-        lambda j: resources.check_minutes(j.input.gguf, j.wildcards.type, j.settings("check"), j.threads),
+        lambda j: time_limits.check_minutes(j.input.gguf, j.wildcards.type, j.settings("check"), j.threads),
     ),
     "perplexity_part": (_perplexity_mb, _perplexity_minutes),
     "bench_gguf": (
         lambda j: resources.gguf_mb(j.input.gguf) + resources.PROBE_MB,
-        lambda j: resources.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads, j.wildcards.type),
+        lambda j: time_limits.bench_gguf_minutes(j.input.gguf, j.settings("bench"), j.threads, j.wildcards.type),
     ),
     "bench_hf": (
         lambda j: resources.bench_hf_mb(j.input.model_dir, j.wildcards.engine) + resources.PROBE_MB,
-        lambda j: resources.bench_hf_minutes(j.input.model_dir, j.settings("bench"), j.threads),
+        lambda j: time_limits.bench_hf_minutes(j.input.model_dir, j.settings("bench"), j.threads),
     ),
     "sweep": (
         lambda j: resources.sweep_mb(j.input.gguf, j.settings("sweep")),
-        lambda j: resources.sweep_minutes(j.input.gguf, j.settings("sweep")),
+        lambda j: time_limits.sweep_minutes(j.input.gguf, j.settings("sweep")),
     ),
     "traces": (
         lambda j: resources.gguf_mb(j.input.gguf),
-        lambda j: resources.traces_minutes(j.input.gguf, j.settings("sweep")),
+        lambda j: time_limits.traces_minutes(j.input.gguf, j.settings("sweep")),
     ),
     "samples": (
         lambda j: resources.samples_mb(j.input.gguf, j.trained),
-        lambda j: resources.samples_minutes(j.input.gguf, j.settings("samples"), j.trained),
+        lambda j: time_limits.samples_minutes(j.input.gguf, j.settings("samples"), j.trained),
     ),
     "generations": (
         lambda j: resources.gguf_mb(j.input.gguf),
-        lambda j: resources.generations_minutes(j.input.gguf, j.settings("sweep") or j.config["sweep"]),
+        lambda j: time_limits.generations_minutes(j.input.gguf, j.settings("sweep") or j.config["sweep"]),
     ),
     "task_part": (
         lambda j: resources.tasks_mb(j.input.base, j.settings("tasks")),
-        lambda j: resources.tasks_minutes(j.input.ggufs, j.input.sets, j.settings("tasks"), j.threads),
+        lambda j: time_limits.tasks_minutes(j.input.ggufs, j.input.sets, j.settings("tasks"), j.threads),
     ),
     "report": (lambda j: 2048, lambda j: 15),
 }

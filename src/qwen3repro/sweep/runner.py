@@ -39,7 +39,7 @@ class Runner:
 
         self.settings = settings
         self.max_new_tokens = settings["max_new_tokens"]
-        n_ctx = settings.get("n_ctx", 2048)
+        n_ctx = settings["n_ctx"]
         # batched, a single-turn prompt is prefilled once and copied to every later generation of
         # it (bitwise the same; its rows count it as reused); one at a time, each is prefilled
         store = PromptStore() if lanes > 1 and share_prompts else None
@@ -188,7 +188,7 @@ def run_sweep(
     """(rows, generations) for every cell, prompt and seed on one file, in the grid's order; `lanes`
     (default sweep.lanes) generations run at once, and one lane runs them one at a time."""
     check_settings(settings)
-    runner = Runner(gguf, settings, lanes=lanes or settings.get("lanes", 1), share_prompts=share_prompts)
+    runner = Runner(gguf, settings, lanes=lanes or settings["lanes"], share_prompts=share_prompts)
     outputs, jobs = [], []
     for cell, seed, item in plan(settings):
         outputs.append([])
