@@ -86,12 +86,23 @@ def repositories(config: dict, standin: Path) -> list[Repo]:
     return served
 
 
+def stage_times(benchmarks: Path) -> dict[str, dict]:
+    """Per rule: its finished jobs, their wall seconds summed and the longest, from Snakemake's benchmark files."""
+    stages = {}
+    for rule in sorted(p for p in benchmarks.glob("*") if p.is_dir()):
+        seconds = [float(f.read_text().splitlines()[-1].split("\t")[0]) for f in rule.glob("*.tsv")]
+        if seconds:
+            stages[rule.name] = {"jobs": len(seconds), "seconds": round(sum(seconds), 1), "longest": max(seconds)}
+    return dict(sorted(stages.items(), key=lambda item: -item[1]["seconds"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--standin", type=Path, required=True, help="the stand-in's Hugging Face directory")
     parser.add_argument("--workdir", type=Path, required=True, help="an empty directory for the run")
     parser.add_argument("--config", type=Path, default=REPO / "config" / "qwen3-0.6b-quick.yaml")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--limit-minutes", type=float, help="stop the run (and report what it did) after this long")
     args = parser.parse_args()
     from qwen3repro.config import load_config
 
@@ -114,7 +125,13 @@ def main() -> None:
             "--quiet", "host", "reason",
         ]  # fmt: skip
         started = time.perf_counter()
-        proc = subprocess.run(command, env=env, cwd=args.workdir)
+        proc = subprocess.Popen(command, env=env, cwd=args.workdir)
+        try:
+            proc.wait(timeout=args.limit_minutes * 60 if args.limit_minutes else None)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # Snakemake stops its jobs and keeps what is finished
+            proc.wait()
+            print(f"stopped at the limit of {args.limit_minutes} minutes")
         elapsed = time.perf_counter() - started
     verdicts = sorted((args.workdir / "results" / "verify").glob("*.json"))
     summary = {
@@ -123,6 +140,7 @@ def main() -> None:
         "returncode": proc.returncode,
         "verdicts": [json.loads(p.read_text()).get("verdict") for p in verdicts],
     }
+    summary["jobs_by_stage"] = stage_times(args.workdir / "results" / "benchmarks")
     print(json.dumps(summary, indent=1))
     print(f"{args.config.name} on the stand-in: {elapsed / 60:.1f} min, exit {proc.returncode}")
     sys.exit(proc.returncode)

@@ -26,9 +26,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from qwen3repro.accuracy.divergence import Divergence, compare, report
+from qwen3repro.accuracy.divergence import Divergence, compare
 from qwen3repro.errors import UserError
-from qwen3repro.fsutil import write_json_atomic, write_table
+from qwen3repro.fsutil import write_table
 from qwen3repro.pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -217,34 +217,6 @@ def perplexity_and_kld(
             base="llama-perplexity",  # its figures as llama-perplexity prints them, 16-bit base and all
         )
         result["llama_cpp"] = {"perplexity": ppl.as_dict(), "kld": kld.summary()}
-    return result
-
-
-def write_perplexity(
-    gguf: Path | str,
-    base_gguf: Path | str,
-    corpus: Path | str,
-    out: Path | str,
-    settings: dict,
-    model: str,
-    file_type: str,
-    threads: int = 1,
-    low_memory: bool = False,
-) -> dict:
-    text = Path(corpus).read_text("utf-8")
-    runtimes = tuple(settings.get("runtimes", ["numpy"]))
-    result = perplexity_and_kld(
-        gguf, base_gguf, text, settings["n_ctx"], settings["chunks"], runtimes, threads, low_memory
-    )
-    result = {"model": model, "type": file_type, "gguf": str(gguf), "base": str(base_gguf), **result}
-    result["low_memory"] = low_memory
-    for name, r in (("numpy", result), ("llama.cpp", result.get("llama_cpp"))):
-        if r is not None:
-            p = r["perplexity"]
-            log.info(
-                "%s %s, %s: PPL %.4f ± %.4f\n%s", model, file_type, name, p["ppl"], p["ppl_error"], report(r["kld"])
-            )
-    write_json_atomic(out, result)
     return result
 
 

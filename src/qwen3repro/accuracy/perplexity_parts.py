@@ -150,7 +150,7 @@ def gather_perplexity(
     low_memory: bool = False,
 ) -> dict:
     """One file type's results from the parts (`parts`: runtime -> its part files in order), in the
-    form `perplexity.write_perplexity` writes."""
+    form the CLI's `perplexity_and_kld` returns, with the file's names."""
     sizes, ppl, kld = replay(parts["numpy"], file_type, settings["n_ctx"])
     if kld.count == 0:
         raise UserError(f"{file_type}: the parts scored no chunk")

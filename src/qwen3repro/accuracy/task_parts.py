@@ -128,7 +128,7 @@ def gather_tasks(
     generations: Path | str | None = None,
 ) -> dict:
     """One file type's task results from the parts (`parts`: runtime -> its part files in order), in
-    the form `task_run.write_tasks_result` writes."""
+    the form of `task_run.run_tasks`' result, with the file's names."""
     along = read_generations(generations) if generations else None
     result = {"model": model, "type": file_type, "gguf": str(gguf), "base": str(base_gguf), "runtimes": {}}
     for runtime, files in parts.items():

@@ -1,5 +1,6 @@
-"""The tasks stage's job: one file type's accuracy on every task set and its loss along the F32
-file's generations, in each runtime against the F32 file in the same runtime; and the tables."""
+"""One file type's accuracy on every task set and its loss along the F32 file's generations, in each
+runtime against the F32 file in the same runtime, in one pass (the figures the pipeline's part jobs
+must give: task_parts.py); and the stage's tables."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from qwen3repro.accuracy.generated import SPANS, divergence_along, read_generations
 from qwen3repro.accuracy.task_formats import read_tasks
 from qwen3repro.accuracy.tasks import gguf_tokenize, load_logits, score_tasks
-from qwen3repro.fsutil import write_json_atomic, write_table
+from qwen3repro.fsutil import write_table
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ def run_tasks(
         result[runtime] = r
         del logits_of, base
         gc.collect()  # one runtime's models before the next one's
-    return result
-
-
-def write_tasks_result(
-    gguf, base_gguf, sets, settings, out, model: str, file_type: str, generations=None, threads: int = 1
-) -> dict:
-    result = {"model": model, "type": file_type, "gguf": str(gguf), "base": str(base_gguf)}
-    result["runtimes"] = run_tasks(gguf, base_gguf, sets, settings, generations, threads)
-    write_json_atomic(out, result, force=True)
     return result
 
 
