@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,28 @@ log = logging.getLogger(__name__)
 # Items (or generations) whose F32 rows of logits are held at once, each file type loaded once per
 # group: an item's rows are its endings' tokens after the common prefix, 0.6 MB each at Qwen3's vocabulary.
 GROUP = 20
+
+
+def held_rows(set_files: list[Path | str], parts: int) -> int:
+    """The most F32 rows of logits a part job holds for one group of a set's items: each item's
+    endings after their common prefix, counted at a token for every 3 characters (Qwen3's tokenizer
+    averages about 4); the cost model's measure of this stage."""
+    from qwen3repro.accuracy.perplexity_parts import largest_part
+    from qwen3repro.accuracy.task_sets import EXTENSION
+
+    format_of = {ext: fmt for fmt, ext in EXTENSION.items()}
+    most = 0
+    for path in set_files:
+        fmt = format_of[Path(path).suffix[1:]]
+        tasks = read_tasks(path, fmt)
+        per_item = []
+        for task in tasks:
+            texts = task.sequences(fmt)
+            shared = len(os.path.commonprefix(texts))
+            per_item.append(sum(len(t) - shared for t in texts) // 3 + len(texts))
+        group = sorted(per_item, reverse=True)[: min(GROUP, largest_part(len(tasks), parts))]
+        most = max(most, sum(group))
+    return most
 
 
 def context_size(settings: dict, generations: list[dict] | None) -> int:

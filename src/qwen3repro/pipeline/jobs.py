@@ -9,6 +9,7 @@ entry in RULES; adding a rule means adding its line here, nothing in the rule fi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from qwen3repro.config import model_settings
@@ -42,10 +43,30 @@ def perplexity_low_memory(job: Job) -> bool:
 
 
 def _perplexity_mb(job: Job) -> int:
+    from qwen3repro.accuracy.perplexity import chunk_count
+
     perplexity = job.settings("perplexity")
-    return resources.perplexity_mb(
-        job.input.base, perplexity["n_ctx"], perplexity_low_memory(job), job.wildcards.runtime == "llama.cpp"
-    )
+    n_ctx = perplexity["n_ctx"]
+    tokens = time_limits.corpus_tokens(job.input.corpus)
+    chunks = chunk_count(tokens, n_ctx, perplexity["chunks"]) if tokens else perplexity["chunks"]
+    held = resources.held_chunks_bytes(chunks, n_ctx, perplexity["parts"], resources.vocab_of(job.input.base))
+    llama_cpp = job.wildcards.runtime == "llama.cpp"
+    return resources.perplexity_mb(job.input.base, n_ctx, perplexity_low_memory(job), llama_cpp, held)
+
+
+def _tasks_mb(job: Job) -> int:
+    """The F32 rows a part job holds at once: a group of its items' (task_parts.held_rows) and its
+    share of the generations' positions."""
+    from qwen3repro.accuracy.generated import count
+    from qwen3repro.accuracy.perplexity_parts import largest_part
+    from qwen3repro.accuracy.task_parts import held_rows
+
+    tasks = job.settings("tasks")
+    rows = held_rows([p for p in job.input.sets if Path(p).exists()], tasks["parts"])
+    sweep = job.settings("sweep") or job.config["sweep"]
+    generated = largest_part(count(sweep), tasks["parts"]) * sweep["max_new_tokens"] if tasks["generated"] else 0
+    n_ctx = max(tasks["n_ctx"], sweep["max_new_tokens"])
+    return resources.tasks_mb(job.input.base, job.wildcards.runtime == "llama.cpp", n_ctx, rows, generated)
 
 
 def _perplexity_minutes(job: Job) -> int:
@@ -100,7 +121,7 @@ RULES: dict[str, tuple[Estimate, Estimate]] = {
         lambda j: time_limits.generations_minutes(j.input.gguf, j.settings("sweep") or j.config["sweep"]),
     ),
     "task_part": (
-        lambda j: resources.tasks_mb(j.input.base, j.settings("tasks")),
+        _tasks_mb,
         lambda j: time_limits.tasks_minutes(j.input.ggufs, j.input.sets, j.settings("tasks"), j.threads),
     ),
     "report": (lambda j: 2048, lambda j: 15),

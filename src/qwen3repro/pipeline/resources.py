@@ -171,26 +171,40 @@ def check_mb(gguf: Path | str, max_tokens: int) -> int:
 
 
 def perplexity_mb(
-    base: Path | str, n_ctx: int = 512, low_memory: bool = False, llama_cpp: bool = True, held: int | None = None
+    base: Path | str, n_ctx: int = 512, low_memory: bool = False, llama_cpp: bool = True, held_bytes: int | None = None
 ) -> int:
     """A part job of the perplexity stage (accuracy/perplexity_parts): one file's weights at a time,
     dequantized to float32 (in low-memory mode a layer at a time instead; llama.cpp, if it runs,
-    maps the files, at most the F32 one's size); the F32 distributions of `held` scored positions
-    (a group of chunks: float32 logits, float64 log-probabilities and probabilities); a chunk's
-    logits and the comparison's float64 working blocks."""
-    from qwen3repro.accuracy.perplexity_parts import GROUP
-    from qwen3repro.engine.logprobs import ROWS
+    maps the files, at most the F32 one's size); what the job holds of F32 (`held_bytes`; by
+    default a whole group of chunks' distributions); a chunk's logits and the comparison's working
+    blocks."""
+    from qwen3repro.accuracy.divergence import ROWS
 
     shapes = gguf_shapes(base)
     if not shapes:
         return PLACEHOLDER_MB
     n, vocab = sum(n_elements(shapes)), max(shapes["token_embd.weight"])
-    held = GROUP * (n_ctx // 2) if held is None else held
-    distributions = held * vocab * 20 // MiB + logits_mb(n_ctx, vocab, copies=2) + 3 * ROWS * vocab * 8 // MiB
+    if held_bytes is None:
+        held_bytes = held_chunks_bytes(None, n_ctx, 1, vocab)
+    working = logits_mb(n_ctx, vocab, copies=2) + 4 * ROWS * vocab * 8 // MiB
     weights = streamed_mb(shapes, n_ctx) if low_memory else 4 * n // MiB
     if llama_cpp:
         weights = max(weights, Path(base).stat().st_size // MiB + logits_mb(n_ctx, vocab, copies=2))
-    return BASE_MB + weights + distributions
+    return BASE_MB + weights + held_bytes // MiB + working
+
+
+def held_chunks_bytes(chunks: int | None, n_ctx: int, parts: int, vocab: int) -> int:
+    """The F32 distributions a perplexity part holds at once: a group of its chunks' scored positions
+    (float32 logits, float64 log-probabilities and probabilities: 20 bytes a logit)."""
+    from qwen3repro.accuracy.perplexity_parts import GROUP, largest_part
+
+    at_once = GROUP if chunks is None else min(GROUP, largest_part(chunks, parts))
+    return at_once * (n_ctx // 2) * vocab * 20
+
+
+def vocab_of(gguf: Path | str) -> int:
+    shapes = gguf_shapes(gguf)
+    return max(shapes["token_embd.weight"]) if shapes else 0
 
 
 def layer_bytes(shapes: dict[str, tuple[int, ...]]) -> int:
@@ -224,15 +238,14 @@ def machine_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB
 
 
-# an item's rows of logits held per file: its endings' tokens after their common prefix (HellaSwag's
-# four endings of about 30 tokens; Winogrande's two are shorter)
-ITEM_ROWS = 120
-
-
-def tasks_mb(base: Path | str, settings: dict) -> int:
-    """A part job of the tasks stage: as the perplexity stage's, with a group of items' F32 rows
-    held (accuracy/task_parts)."""
-    from qwen3repro.accuracy.task_parts import GROUP
-
-    llama_cpp = "llama.cpp" in settings["runtimes"]
-    return perplexity_mb(base, settings["n_ctx"], False, llama_cpp, held=GROUP * ITEM_ROWS)
+def tasks_mb(base: Path | str, llama_cpp: bool, n_ctx: int, held_rows: int, generated_rows: int) -> int:
+    """A part job of the tasks stage (accuracy/task_parts): one file's weights at a time (llama.cpp:
+    the file mapped and a context's logits), the F32 rows of logits of a group of items (float32)
+    and the F32 distributions along its generations (20 bytes a logit), and one file's rows beside them."""
+    shapes = gguf_shapes(base)
+    if not shapes:
+        return PLACEHOLDER_MB
+    n, vocab = sum(n_elements(shapes)), max(shapes["token_embd.weight"])
+    weights = Path(base).stat().st_size // MiB + logits_mb(n_ctx, vocab, copies=1) if llama_cpp else 4 * n // MiB
+    held = held_rows * vocab * 4 + generated_rows * vocab * 20
+    return BASE_MB + weights + 2 * held // MiB
