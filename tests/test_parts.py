@@ -124,3 +124,19 @@ def test_tasks_gathered_from_parts_are_one_jobs_results(tiny_f32, tiny_q4, tmp_p
         )
         assert gathered["runtimes"] == one
     assert one[runtime]["generated"]["thinking"]["kld_mean"] > 0
+
+
+def test_a_task_part_holds_fewer_rows_the_more_parts_and_the_shorter_the_endings(tmp_path):
+    """The cost model's measure of a task part (held_rows): a group of items' endings after their
+    common prefix, at most GROUP items, so a part of few items asks for little memory."""
+    from qwen3repro.accuracy.task_data import build_blanks, build_tasks
+    from qwen3repro.accuracy.task_formats import write_tasks
+    from qwen3repro.accuracy.task_parts import GROUP, held_rows
+
+    text = held_out_text()
+    write_tasks(build_tasks(text, 2 * GROUP), tmp_path / "next.txt", "hellaswag")
+    write_tasks(build_blanks(text, 2 * GROUP), tmp_path / "blank.csv", "winogrande")
+    next_line, blank = tmp_path / "next.txt", tmp_path / "blank.csv"
+    assert held_rows([next_line], 1) == held_rows([next_line], 2) > held_rows([next_line], 8) > 0
+    assert held_rows([next_line], 1) > held_rows([blank], 1) > 0
+    assert held_rows([next_line, blank], 1) == held_rows([next_line], 1) and held_rows([], 1) == 0
