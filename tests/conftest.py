@@ -10,6 +10,9 @@ HEAVY_FIXTURES = {"pipeline_run": "pipeline", "committed_run": "pipeline", "slur
 
 # Tests of 8 s or more on a 2-core machine (pytest --durations), left out of `make test-quick` too
 SLOW = (
+    "test_parts.py::test_tasks_gathered_from_parts_are_one_jobs_results",
+    "test_parts.py::test_perplexity_gathered_from_uneven_parts_is_one_jobs_figures_bit_for_bit",
+    "test_check.py::test_the_conversion_record_proves_the_file_without_encoding_it_again",
     "test_train.py::test_the_same_seed_gives_bitwise_the_same_weights_and_curve",
     "test_train.py::test_a_zero_budget_and_a_corpus_smaller_than_a_batch_are_one_line_errors",
     "test_train.py::test_engine_and_transformers_agree_with_the_trainers_held_out_loss",
