@@ -22,6 +22,7 @@ from qwen3repro.accuracy.divergence import BaseDistribution, Divergence, Positio
 from qwen3repro.accuracy.generated import SPANS, read_generations
 from qwen3repro.accuracy.perplexity_parts import KEPT, part_range
 from qwen3repro.accuracy.task_formats import read_tasks
+from qwen3repro.accuracy.task_run import context_size
 from qwen3repro.accuracy.tasks import answer_kld, gguf_tokenize, item_scores, load_logits, set_result
 from qwen3repro.errors import UserError
 from qwen3repro.fsutil import write_json_atomic
@@ -55,12 +56,6 @@ def held_rows(set_files: list[Path | str], parts: int) -> int:
     return most
 
 
-def context_size(settings: dict, generations: list[dict] | None) -> int:
-    """The task runs' context, widened to the longest generation's prompt and tokens."""
-    longest = max((len(g["prompt_tokens"]) + len(g["tokens"]) for g in generations or []), default=0)
-    return max(settings["n_ctx"], longest)
-
-
 def _groups(indices: range) -> list[range]:
     return [indices[i : i + GROUP] for i in range(0, len(indices), GROUP)]
 
@@ -86,7 +81,6 @@ def run_task_part(
     for name, (path, fmt) in sets.items():
         tasks = read_tasks(path, fmt)
         mine = part_range(len(tasks), part, parts)
-        out[f"{name}/items"] = np.array(mine, dtype=np.int64)
         out[f"{name}/chance"] = np.array([1 / len(tasks[i].endings) for i in mine])
         _keep(out, name, [], None)  # a part with no item of this set still holds its (empty) columns
         for file_type in ggufs:

@@ -17,6 +17,12 @@ from qwen3repro.fsutil import write_table
 log = logging.getLogger(__name__)
 
 
+def context_size(settings: dict, generations: list[dict] | None) -> int:
+    """The task runs' context, widened to the longest generation's prompt and tokens."""
+    longest = max((len(g["prompt_tokens"]) + len(g["tokens"]) for g in generations or []), default=0)
+    return max(settings["n_ctx"], longest)
+
+
 def run_tasks(
     gguf: Path | str,
     base_gguf: Path | str,
@@ -31,8 +37,7 @@ def run_tasks(
     tasks = {name: (read_tasks(path, fmt), fmt) for name, (path, fmt) in sets.items()}
     same = Path(gguf).resolve() == Path(base_gguf).resolve()
     along = read_generations(generations) if generations else None
-    longest = max((len(g["prompt_tokens"]) + len(g["tokens"]) for g in along or []), default=0)
-    n_ctx = max(settings["n_ctx"], longest)
+    n_ctx = context_size(settings, along)
     result = {}
     for runtime in settings["runtimes"]:
         logits_of = load_logits(gguf, runtime, n_ctx, threads)
